@@ -3,3 +3,7 @@
 //! client envelope. Nothing here touches a socket or a clock: callers hand in
 //! bytes and get back bytes and events, so every rule is tested without I/O.
 #![forbid(unsafe_code)]
+
+mod close;
+
+pub use close::CloseCode;
