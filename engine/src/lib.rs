@@ -2,6 +2,18 @@
 //! `SO_REUSEPORT` listeners, the connection slab, provided-buffer rings, send
 //! queues, timers, cross-core mailboxes and graceful shutdown.
 //!
-//! Not built yet: this crate is filled by issue #3. It knows sockets and
-//! bytes, not chat.
-#![forbid(unsafe_code)]
+//! It knows sockets, bytes and WebSocket framing (through `ringhub-proto`),
+//! not chat: applications plug in through [`Handler`].
+
+mod bufring;
+mod error;
+mod listener;
+mod mailbox;
+mod ring;
+mod sendq;
+mod timer;
+mod token;
+
+pub use error::EngineError;
+pub use mailbox::PostError;
+pub use ring::RingMode;

@@ -1,0 +1,149 @@
+//! A connection's outgoing bytes: a bounded queue of shared `Bytes` chunks,
+//! sent as one `sendmsg` with an iovec per chunk.
+//!
+//! Chunks stay in the queue while the kernel reads them and are released only
+//! when the send completes, so the iovecs handed to the kernel stay valid.
+
+use bytes::{Buf, Bytes};
+use std::collections::VecDeque;
+
+/// The most chunks one `sendmsg` carries (Linux's UIO_MAXIOV is 1024).
+pub const MAX_IOVECS: usize = 64;
+
+/// Adding a chunk would pass the queue's byte limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Overflow;
+
+/// Queued outgoing chunks and their total length.
+#[derive(Debug, Default)]
+pub struct SendQueue {
+    chunks: VecDeque<Bytes>,
+    queued: usize,
+}
+
+impl SendQueue {
+    /// Bytes waiting to be sent (including those in flight).
+    pub fn queued(&self) -> usize {
+        self.queued
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.queued == 0
+    }
+
+    /// Appends `chunk` unless the queue would then hold more than `limit` bytes.
+    pub fn push(&mut self, chunk: Bytes, limit: usize) -> Result<(), Overflow> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        if self.queued + chunk.len() > limit {
+            return Err(Overflow);
+        }
+        self.queued += chunk.len();
+        self.chunks.push_back(chunk);
+        Ok(())
+    }
+
+    /// Appends `chunk` whatever the limit (close frames must always go out).
+    pub fn push_unbounded(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.queued += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+
+    /// Points `iovs` at the first chunks; returns how many were filled.
+    pub fn fill_iovecs(&self, iovs: &mut [libc::iovec]) -> usize {
+        let mut n = 0;
+        for (iov, chunk) in iovs.iter_mut().zip(self.chunks.iter()) {
+            iov.iov_base = chunk.as_ptr().cast_mut().cast();
+            iov.iov_len = chunk.len();
+            n += 1;
+        }
+        n
+    }
+
+    /// Drops `sent` bytes from the front, after the kernel reported them sent.
+    pub fn consume(&mut self, mut sent: usize) {
+        sent = sent.min(self.queued);
+        self.queued -= sent;
+        while sent > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            if front.len() <= sent {
+                sent -= front.len();
+                self.chunks.pop_front();
+            } else {
+                front.advance(sent);
+                sent = 0;
+            }
+        }
+    }
+
+    /// Releases every chunk (the connection is gone; nothing is in flight).
+    pub fn clear(&mut self) {
+        self.chunks = VecDeque::new();
+        self.queued = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn empty_iov() -> libc::iovec {
+        libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }
+    }
+
+    #[test]
+    fn push_respects_the_byte_limit() {
+        let mut q = SendQueue::default();
+        q.push(Bytes::from_static(b"abcd"), 6).unwrap();
+        assert_eq!(q.push(Bytes::from_static(b"efg"), 6), Err(Overflow));
+        q.push(Bytes::from_static(b"ef"), 6).unwrap();
+        q.push_unbounded(Bytes::from_static(b"close"));
+        assert_eq!(q.queued(), 11);
+    }
+
+    #[test]
+    fn partial_sends_resume_mid_chunk() {
+        let mut q = SendQueue::default();
+        for c in [&b"hello"[..], b" ", b"world"] {
+            q.push(Bytes::copy_from_slice(c), 100).unwrap();
+        }
+        q.consume(3);
+        let mut iovs = [empty_iov(); 4];
+        let n = q.fill_iovecs(&mut iovs);
+        assert_eq!(n, 3);
+        let mut out = Vec::new();
+        for iov in &iovs[..n] {
+            // SAFETY: the iovecs point into chunks `q` still owns.
+            out.extend_from_slice(unsafe {
+                std::slice::from_raw_parts(iov.iov_base.cast::<u8>(), iov.iov_len)
+            });
+        }
+        assert_eq!(out, b"lo world");
+        q.consume(8);
+        assert!(q.is_empty());
+        assert_eq!(q.fill_iovecs(&mut iovs), 0);
+    }
+
+    #[test]
+    fn shared_chunks_are_not_copied() {
+        let frame = Bytes::from(vec![1u8; 64]);
+        let mut a = SendQueue::default();
+        let mut b = SendQueue::default();
+        a.push(frame.clone(), 1024).unwrap();
+        b.push(frame.clone(), 1024).unwrap();
+        let mut ia = [empty_iov(); 1];
+        let mut ib = [empty_iov(); 1];
+        a.fill_iovecs(&mut ia);
+        b.fill_iovecs(&mut ib);
+        assert_eq!(ia[0].iov_base, ib[0].iov_base);
+    }
+}

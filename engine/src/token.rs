@@ -1,0 +1,141 @@
+//! What a completion belongs to, packed into the 64-bit `user_data`.
+//!
+//! Layout: `op` (4 bits) | `generation` (28 bits) | slab `index` (32 bits).
+//! The generation changes every time a slab slot is reused, so a completion
+//! for a connection that is gone can never act on the one now in its slot.
+//! Ring-level operations (accept, tick, wake) use the reserved op `RING` and
+//! live at the top of the `u64` range, above every connection token.
+
+/// Operations that belong to one connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnOp {
+    /// The multishot receive.
+    Recv = 1,
+    /// The one send (or sendmsg) in flight.
+    Send = 2,
+    /// Closing the direct descriptor.
+    Close = 3,
+    /// Cancelling the connection's pending operations.
+    Cancel = 4,
+}
+
+const RING: u64 = 0xF;
+const GEN_BITS: u32 = 28;
+/// Generations wrap within this mask.
+pub const GEN_MASK: u32 = (1 << GEN_BITS) - 1;
+
+/// A decoded `user_data`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Token {
+    /// An operation of the connection at `index`, created with `generation`.
+    Conn {
+        op: ConnOp,
+        index: u32,
+        generation: u32,
+    },
+    /// A ring-level operation.
+    Ring(RingOp),
+    /// A value this reactor never submits (ignored, counted as a bug).
+    Unknown(u64),
+}
+
+/// Operations of the ring itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub enum RingOp {
+    /// The multishot accept on the listener.
+    Accept = 1,
+    /// The periodic tick driving the timer wheel.
+    Tick = 2,
+    /// The read on the wake eventfd (mailbox, shutdown).
+    Wake = 3,
+    /// A cancel of a ring-level op whose result does not matter.
+    Cancel = 4,
+}
+
+impl Token {
+    /// Packs a connection operation.
+    pub fn conn(op: ConnOp, index: u32, generation: u32) -> u64 {
+        ((op as u64) << 60) | (u64::from(generation & GEN_MASK) << 32) | u64::from(index)
+    }
+
+    /// Packs a ring-level operation.
+    pub fn ring(op: RingOp) -> u64 {
+        (RING << 60) | op as u64
+    }
+
+    /// Unpacks a `user_data` from a completion.
+    pub fn decode(user_data: u64) -> Token {
+        let op = user_data >> 60;
+        let generation = ((user_data >> 32) as u32) & GEN_MASK;
+        let index = user_data as u32;
+        let conn = |op| Token::Conn {
+            op,
+            index,
+            generation,
+        };
+        match op {
+            1 => conn(ConnOp::Recv),
+            2 => conn(ConnOp::Send),
+            3 => conn(ConnOp::Close),
+            4 => conn(ConnOp::Cancel),
+            RING => match user_data & 0xFFFF_FFFF {
+                1 => Token::Ring(RingOp::Accept),
+                2 => Token::Ring(RingOp::Tick),
+                3 => Token::Ring(RingOp::Wake),
+                4 => Token::Ring(RingOp::Cancel),
+                _ => Token::Unknown(user_data),
+            },
+            _ => Token::Unknown(user_data),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conn_tokens_round_trip_at_the_edges() {
+        for (op, index, generation) in [
+            (ConnOp::Recv, 0, 0),
+            (ConnOp::Send, u32::MAX, GEN_MASK),
+            (ConnOp::Close, 12345, 7),
+            (ConnOp::Cancel, 1, 1 << 27),
+        ] {
+            let t = Token::decode(Token::conn(op, index, generation));
+            assert_eq!(
+                t,
+                Token::Conn {
+                    op,
+                    index,
+                    generation
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn generation_wraps_inside_its_bits() {
+        let t = Token::decode(Token::conn(ConnOp::Recv, 3, GEN_MASK + 2));
+        assert_eq!(
+            t,
+            Token::Conn {
+                op: ConnOp::Recv,
+                index: 3,
+                generation: 1
+            }
+        );
+    }
+
+    #[test]
+    fn ring_tokens_sit_above_every_conn_token() {
+        let highest_conn = Token::conn(ConnOp::Cancel, u32::MAX, GEN_MASK);
+        for op in [RingOp::Accept, RingOp::Tick, RingOp::Wake, RingOp::Cancel] {
+            assert!(Token::ring(op) > highest_conn);
+            assert_eq!(Token::decode(Token::ring(op)), Token::Ring(op));
+        }
+        assert_eq!(Token::decode(0), Token::Unknown(0));
+    }
+}
