@@ -5,5 +5,14 @@
 #![forbid(unsafe_code)]
 
 mod close;
+mod error;
+mod frame;
+mod mask;
 
 pub use close::CloseCode;
+pub use error::ProtocolError;
+pub use frame::{
+    EncodedHeader, Frame, FrameHead, Limits, Opcode, ParsedFrame, Role, encode_frame,
+    encode_header, encode_masked_frame, parse_frame,
+};
+pub use mask::{apply_mask, apply_mask_at};
