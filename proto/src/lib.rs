@@ -8,11 +8,15 @@ mod close;
 mod error;
 mod frame;
 mod mask;
+mod utf8;
 
-pub use close::CloseCode;
+pub use close::{
+    CloseCode, ClosePayload, MAX_CLOSE_REASON, encode_close_frame, parse_close_payload,
+};
 pub use error::ProtocolError;
 pub use frame::{
     EncodedHeader, Frame, FrameHead, Limits, Opcode, ParsedFrame, Role, encode_frame,
     encode_header, encode_masked_frame, parse_frame,
 };
 pub use mask::{apply_mask, apply_mask_at};
+pub use utf8::{Utf8Validator, validate_utf8};
