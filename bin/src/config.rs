@@ -432,4 +432,27 @@ mod tests {
     fn compression_can_be_switched_off() {
         assert!(!parse(&["--compression", "false"]).unwrap().compression);
     }
+
+    /// `.env.example` lists every variable, with the default where there is
+    /// one, so it can't drift from the flags.
+    #[test]
+    fn env_example_lists_every_variable_with_its_default() {
+        let example = include_str!("../../.env.example");
+        let command = Config::command();
+        for arg in command.get_arguments() {
+            let Some(var) = arg.get_env() else { continue };
+            let var = var.to_string_lossy();
+            let line = example
+                .lines()
+                .map(|l| l.trim_start_matches("# "))
+                .find(|l| l.starts_with(&format!("{var}=")))
+                .unwrap_or_else(|| panic!(".env.example lacks {var}"));
+            let value = &line[var.len() + 1..];
+            match arg.get_default_values() {
+                [] => {}
+                [default] => assert_eq!(value, default.to_string_lossy(), "{var}"),
+                many => panic!("{var}: several defaults {many:?}"),
+            }
+        }
+    }
 }
