@@ -8,6 +8,7 @@ mod close;
 mod error;
 mod frame;
 mod mask;
+mod message;
 mod utf8;
 
 pub use close::{
@@ -19,4 +20,5 @@ pub use frame::{
     encode_header, encode_masked_frame, parse_frame,
 };
 pub use mask::{apply_mask, apply_mask_at};
+pub use message::{Message, MessageAssembler};
 pub use utf8::{Utf8Validator, validate_utf8};
