@@ -1,0 +1,27 @@
+//! ringhub-bench: a load generator cheap enough not to be the bottleneck on
+//! a small machine. Each worker thread drives thousands of connections from
+//! one `mio` poll, with no allocation per message; runs past the fd limit
+//! re-execute the binary as worker processes and merge their results.
+//!
+//! Layers, bottom up: [`payload`] and [`seq`] (what a message carries and
+//! how loss is counted), [`handshake`] and [`session`] (one connection's
+//! protocol, sans-IO), [`driver`] (a worker's sockets and clock), [`group`]
+//! (threads and processes as one), [`run`] (a step from the parent's side),
+//! then [`report`] and [`chart`].
+#![forbid(unsafe_code)]
+
+pub mod chart;
+pub mod cli;
+pub mod driver;
+pub mod group;
+pub mod handshake;
+pub mod payload;
+pub mod procstat;
+pub mod report;
+pub mod run;
+pub mod seq;
+pub mod session;
+pub mod stats;
+pub mod sys;
+pub mod target;
+pub mod workload;

@@ -1,0 +1,129 @@
+//! The human summary of a run, and the table that puts servers side by side.
+
+use std::fmt::Write as _;
+
+use crate::run::StepResult;
+use crate::stats::Percentiles;
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
+}
+
+fn latency_line(label: &str, p: &Percentiles) -> String {
+    format!(
+        "  {label:<18} p50 {:>9.1} µs  p90 {:>9.1}  p99 {:>9.1}  p99.9 {:>9.1}  max {:>9.1}  ({} samples)\n",
+        p.p50_us, p.p90_us, p.p99_us, p.p999_us, p.max_us, p.count
+    )
+}
+
+/// One step in words.
+pub fn summary(r: &StepResult) -> String {
+    let c = &r.counters;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{} {} x{} ({} sockets, {} process(es) x {} thread(s))",
+        r.workload, r.target, r.connections, r.opened, r.processes, r.threads
+    );
+    let _ = writeln!(
+        s,
+        "  connections        {} established, {} failed (connect {}, upgrade {}, timeout {}), {} dropped later",
+        c.established,
+        c.failed(),
+        c.connect_failed,
+        c.handshake_failed,
+        c.timed_out,
+        c.dropped
+    );
+    let _ = writeln!(
+        s,
+        "  connect rate       {:.0} /s over {:.2} s",
+        r.connect_rate, r.connect_secs
+    );
+    s.push_str(&latency_line("upgrade latency", &r.connect_latency));
+    if r.workload != "connect" {
+        let _ = writeln!(
+            s,
+            "  messages           sent {}, expected {}, received {} ({} unique), lost {}, duplicated {}, unexpected {}",
+            c.sent, r.expected, c.received, c.unique, r.lost, c.duplicates, c.unexpected
+        );
+        let _ = writeln!(
+            s,
+            "  throughput         {:.0} deliveries/s over {:.2} s",
+            r.throughput, r.run_secs
+        );
+        s.push_str(&latency_line("delivery latency", &r.latency));
+    }
+    if let Some(server) = &r.server {
+        let _ = writeln!(
+            s,
+            "  server pid {}     RSS {:.1} MiB idle -> {:.1} MiB connected ({:.0} B/connection), CPU {:.0}% connecting, {:.0}% measured",
+            server.pid,
+            mib(server.rss_before_bytes),
+            mib(server.rss_connected_bytes),
+            server.rss_per_connection_bytes,
+            server.cpu_connect * 100.0,
+            server.cpu_run * 100.0
+        );
+    }
+    let _ = writeln!(
+        s,
+        "  generator          busiest thread at {:.0}% of a core, {:.2} CPU s in all",
+        r.generator_cpu_max * 100.0,
+        r.generator_cpu_secs
+    );
+    if r.generator_saturated {
+        s.push_str("  WARNING: the generator saturated its core: these figures measure the bench, not the server.\n           Add --threads/--processes, or give the generator more cores.\n");
+    }
+    if let Some(e) = &r.first_error {
+        let _ = writeln!(s, "  first error        {e}");
+    }
+    s
+}
+
+/// A compact row per step, for `--compare` and sweeps.
+pub fn table(results: &[StepResult]) -> String {
+    let mut s = String::from(
+        "target                      conns   estab  failed  conn/s    deliv/s    lost   dup    p50µs    p99µs  p99.9µs   srv B/conn  srv CPU  gen CPU\n",
+    );
+    for r in results {
+        let p = if r.workload == "connect" {
+            &r.connect_latency
+        } else {
+            &r.latency
+        };
+        let (per_conn, cpu) = r
+            .server
+            .as_ref()
+            .map_or(("-".to_owned(), "-".to_owned()), |sv| {
+                let cpu = if r.workload == "connect" {
+                    sv.cpu_connect
+                } else {
+                    sv.cpu_run
+                };
+                (
+                    format!("{:.0}", sv.rss_per_connection_bytes),
+                    format!("{:.0}%", cpu * 100.0),
+                )
+            });
+        let _ = writeln!(
+            s,
+            "{:<26} {:>6} {:>7} {:>7} {:>7.0} {:>10.0} {:>7} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>12} {:>8} {:>7.0}%",
+            r.target,
+            r.connections,
+            r.counters.established,
+            r.counters.failed(),
+            r.connect_rate,
+            r.throughput,
+            r.lost,
+            r.counters.duplicates,
+            p.p50_us,
+            p.p99_us,
+            p.p999_us,
+            per_conn,
+            cpu,
+            r.generator_cpu_max * 100.0
+        );
+    }
+    s
+}
