@@ -108,11 +108,6 @@ impl BufRing {
         self.bgid
     }
 
-    /// Size of each buffer.
-    pub fn buf_size(&self) -> u32 {
-        self.buf_size
-    }
-
     /// The buffer id a completion carries, if the kernel picked one.
     pub fn buffer_id(flags: u32) -> Option<u16> {
         cqueue::buffer_select(flags)

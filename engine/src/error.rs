@@ -47,7 +47,10 @@ pub enum EngineError {
 
     /// Any other failure of a named step.
     #[error("{what}: {source}")]
-    Io { what: &'static str, source: io::Error },
+    Io {
+        what: &'static str,
+        source: io::Error,
+    },
 }
 
 impl EngineError {

@@ -6,14 +6,27 @@
 //! not chat: applications plug in through [`Handler`].
 
 mod bufring;
+mod config;
+mod conn;
+mod core;
 mod error;
+mod handler;
+mod io;
 mod listener;
 mod mailbox;
 mod ring;
 mod sendq;
+mod server;
+mod stats;
 mod timer;
 mod token;
+mod ws;
 
+pub use config::Config;
 pub use error::EngineError;
+pub use handler::{CloseReason, ConnId, Ctx, Decision, Handler, Message, SendError, SharedFrame};
 pub use mailbox::PostError;
-pub use ring::RingMode;
+pub use ring::{RingMode, build_ring};
+pub use ringhub_proto::{CloseCode, WebSocketUpgrade};
+pub use server::{Server, ShutdownHandle, block_termination_signals};
+pub use stats::{CoreStats, StatsSnapshot};

@@ -81,7 +81,11 @@ impl Listener {
         };
         // SAFETY: plain socket(2) call; the result is checked.
         let raw = check(unsafe {
-            libc::socket(family, libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0)
+            libc::socket(
+                family,
+                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+                0,
+            )
         })?;
         // SAFETY: `raw` is a fresh descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -120,7 +124,10 @@ impl Listener {
                 let ip = std::net::Ipv6Addr::from(sin6.sin6_addr.s6_addr);
                 Ok(SocketAddr::from((ip, u16::from_be(sin6.sin6_port))))
             }
-            _ => Err(io::Error::new(io::ErrorKind::InvalidData, "unknown address family")),
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "unknown address family",
+            )),
         }
     }
 }

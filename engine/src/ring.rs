@@ -36,7 +36,8 @@ const REQUIRED: &[(u8, &str)] = &[
 /// chain, any other error is diagnosed.
 pub fn build_ring(entries: u32) -> Result<(IoUring, RingMode), EngineError> {
     let cq = entries.saturating_mul(8).next_power_of_two();
-    let attempts: [(RingMode, fn(&mut io_uring::Builder)); 4] = [
+    type Apply = fn(&mut io_uring::Builder);
+    let attempts: [(RingMode, Apply); 4] = [
         (RingMode::DeferTaskrun, |b| {
             b.setup_single_issuer().setup_defer_taskrun();
         }),
@@ -62,7 +63,9 @@ pub fn build_ring(entries: u32) -> Result<(IoUring, RingMode), EngineError> {
             Err(e) => return Err(diagnose(e)),
         }
     }
-    Err(diagnose(last.unwrap_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))))
+    Err(diagnose(last.unwrap_or_else(|| {
+        io::Error::from_raw_os_error(libc::EINVAL)
+    })))
 }
 
 /// Checks that every opcode in [`REQUIRED`] is known to the kernel.
@@ -126,8 +129,14 @@ mod tests {
             classify(os(libc::EPERM), 2),
             EngineError::Disabled { value: 2 }
         ));
-        assert!(matches!(classify(os(libc::EPERM), 0), EngineError::Forbidden));
-        assert!(matches!(classify(os(libc::ENOSYS), 0), EngineError::Unsupported));
+        assert!(matches!(
+            classify(os(libc::EPERM), 0),
+            EngineError::Forbidden
+        ));
+        assert!(matches!(
+            classify(os(libc::ENOSYS), 0),
+            EngineError::Unsupported
+        ));
         assert!(matches!(
             classify(os(libc::ENOMEM), 0),
             EngineError::NoMemory { .. }

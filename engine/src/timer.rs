@@ -28,6 +28,7 @@ impl TimerWheel {
         }
     }
 
+    #[cfg(test)]
     /// The last tick processed by [`TimerWheel::advance`].
     pub fn now(&self) -> Tick {
         self.now
@@ -57,11 +58,13 @@ impl TimerWheel {
         self.now = self.now.max(to);
     }
 
+    #[cfg(test)]
     /// How many keys are armed (including stale ones the owner will drop).
     pub fn len(&self) -> usize {
         self.slots.iter().map(Vec::len).sum()
     }
 
+    #[cfg(test)]
     /// True when nothing is armed.
     pub fn is_empty(&self) -> bool {
         self.slots.iter().all(Vec::is_empty)

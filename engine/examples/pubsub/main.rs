@@ -1,0 +1,74 @@
+//! A plain echo and pub/sub WebSocket server on the engine, for benchmarks
+//! and conformance runs:
+//!
+//! ```text
+//! cargo run --release -p ringhub-engine --example pubsub -- --port 9000 [--cores N] [--no-deflate]
+//! ```
+
+mod handler;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use ringhub_engine::{Config, Server, block_termination_signals};
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: pubsub [--port P] [--host IP] [--cores N] [--cpu-offset C] [--no-pin] [--no-deflate]"
+    );
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let mut config = Config::default();
+    let mut host = "0.0.0.0".to_string();
+    let mut port = 9000u16;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next();
+        match arg.as_str() {
+            "--port" => match value().and_then(|v| v.parse().ok()) {
+                Some(p) => port = p,
+                None => return usage(),
+            },
+            "--host" => match value() {
+                Some(h) => host = h,
+                None => return usage(),
+            },
+            "--cores" => match value().and_then(|v| v.parse().ok()) {
+                Some(n) => config.cores = n,
+                None => return usage(),
+            },
+            "--cpu-offset" => match value().and_then(|v| v.parse().ok()) {
+                Some(n) => config.cpu_offset = n,
+                None => return usage(),
+            },
+            "--no-pin" => config.pin = false,
+            "--no-deflate" => config.deflate = false,
+            _ => return usage(),
+        }
+    }
+    config.addr = match format!("{host}:{port}").parse::<SocketAddr>() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("pubsub: bad --host/--port: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    block_termination_signals();
+    let server = match Server::start(config, |_core| handler::PubSub::default()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("pubsub: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!("pubsub: listening on {}", server.local_addr());
+    match server.run_until_signal() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pubsub: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

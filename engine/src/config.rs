@@ -1,0 +1,94 @@
+//! Tunables of the engine, with defaults sized for a dense messaging server.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// How the engine runs. `Default` is a sensible production start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where every core listens (`SO_REUSEPORT`).
+    pub addr: SocketAddr,
+    /// Threads (each with its ring and listener). 0: one per available CPU.
+    pub cores: usize,
+    /// Pin core `i` to CPU `cpu_offset + i` (mod CPUs).
+    pub pin: bool,
+    /// First CPU to pin to.
+    pub cpu_offset: usize,
+    /// Submission queue entries per ring.
+    pub ring_entries: u32,
+    /// Provided receive buffers per core (a power of two).
+    pub recv_buffers: u16,
+    /// Size of each receive buffer.
+    pub recv_buffer_size: u32,
+    /// Connections one core may hold (its fixed file table; at most the
+    /// process's `RLIMIT_NOFILE`).
+    pub max_connections_per_core: u32,
+    /// Listen backlog.
+    pub backlog: i32,
+    /// Bytes queued for one connection before it is closed as a slow consumer.
+    pub send_queue_limit: usize,
+    /// Largest frame and message accepted from a client.
+    pub limits: ringhub_proto::Limits,
+    /// Largest upgrade request head.
+    pub max_request_head: usize,
+    /// Offer permessage-deflate (no context takeover).
+    pub deflate: bool,
+    /// Time to finish the HTTP upgrade after accept.
+    pub handshake_timeout: Duration,
+    /// Ping a connection this long after its last byte.
+    pub ping_interval: Duration,
+    /// Close a connection that stays silent this long after a ping.
+    pub idle_timeout: Duration,
+    /// Time a close handshake (or a final flush) may take.
+    pub close_timeout: Duration,
+    /// Time to drain on shutdown before dropping the remaining connections.
+    pub shutdown_grace: Duration,
+    /// Timer resolution.
+    pub tick: Duration,
+    /// Messages a core's mailbox holds.
+    pub mailbox_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: SocketAddr::from(([0, 0, 0, 0], 9000)),
+            cores: 0,
+            pin: true,
+            cpu_offset: 0,
+            ring_entries: 4096,
+            recv_buffers: 4096,
+            recv_buffer_size: 4096,
+            max_connections_per_core: 16_384,
+            backlog: 4096,
+            send_queue_limit: 1 << 20,
+            limits: ringhub_proto::Limits::default(),
+            max_request_head: 8 * 1024,
+            deflate: true,
+            handshake_timeout: Duration::from_secs(10),
+            ping_interval: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            close_timeout: Duration::from_secs(3),
+            shutdown_grace: Duration::from_secs(5),
+            tick: Duration::from_millis(100),
+            mailbox_capacity: 65_536,
+        }
+    }
+}
+
+impl Config {
+    /// `d` in ticks, at least one.
+    pub(crate) fn ticks(&self, d: Duration) -> u32 {
+        let tick = self.tick.as_millis().max(1);
+        (d.as_millis().div_ceil(tick)).clamp(1, u128::from(u32::MAX / 2)) as u32
+    }
+
+    /// The number of cores to run.
+    pub(crate) fn core_count(&self) -> usize {
+        if self.cores > 0 {
+            self.cores
+        } else {
+            std::thread::available_parallelism().map_or(1, usize::from)
+        }
+    }
+}

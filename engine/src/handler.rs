@@ -1,0 +1,229 @@
+//! The application's side of the engine: a [`Handler`] per core, called with
+//! a [`Ctx`] through which it sends, closes, broadcasts and posts to other
+//! cores. The engine knows WebSocket, not what the messages mean.
+
+use bytes::Bytes;
+use ringhub_proto::{CloseCode, WebSocketUpgrade};
+
+use crate::io::Io;
+use crate::mailbox::PostError;
+
+/// A connection, valid on the core that owns it. A stale id (the connection
+/// closed, its slot reused) is recognised and ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConnId {
+    /// The owning core.
+    pub core: u16,
+    pub(crate) index: u32,
+    pub(crate) generation: u32,
+}
+
+/// The handler's answer to an upgrade request, given before the 101 is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Open the WebSocket, naming the subprotocol picked from the client's
+    /// offer (see [`WebSocketUpgrade::select_protocol`]).
+    Accept { protocol: Option<String> },
+    /// Answer with an HTTP error and close.
+    Reject { status: u16, body: String },
+}
+
+impl Decision {
+    /// Accept without a subprotocol.
+    pub fn accept() -> Decision {
+        Decision::Accept { protocol: None }
+    }
+}
+
+/// A whole message received, borrowing the receive buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Message<'a> {
+    /// A text message, already validated as UTF-8.
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+}
+
+/// Why a connection closed, as told to [`Handler::on_close`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer sent a close frame with this code (None: no code).
+    Peer(Option<u16>),
+    /// The application closed it with this code.
+    Local(CloseCode),
+    /// The peer broke the protocol; it was sent this code.
+    Protocol(CloseCode),
+    /// Its send queue passed the limit: closed with 1008.
+    SlowConsumer,
+    /// No byte and no pong within the idle timeout.
+    Timeout,
+    /// The server is shutting down: closed with 1001.
+    Shutdown,
+    /// The TCP connection ended or failed without a close handshake.
+    Vanished,
+}
+
+/// Why a send was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The connection is gone, closing, or on another core.
+    #[error("the connection is closed or not on this core")]
+    Closed,
+    /// The connection's send queue overflowed: it is being closed with 1008.
+    #[error("the connection is too slow and is being closed")]
+    SlowConsumer,
+}
+
+/// A frame encoded once and shared by reference count, so one message to a
+/// thousand subscribers costs one encoding (and one compression).
+#[derive(Debug, Clone)]
+pub struct SharedFrame {
+    /// Header and payload, uncompressed.
+    pub(crate) plain: Bytes,
+    /// Header and compressed payload, for connections with permessage-deflate;
+    /// `None` when compression does not pay (small or incompressible).
+    pub(crate) deflated: Option<Bytes>,
+    pub(crate) text: bool,
+    pub(crate) payload: Bytes,
+    pub(crate) deflate_done: bool,
+}
+
+impl SharedFrame {
+    /// A text message.
+    pub fn text(payload: impl Into<Bytes>) -> SharedFrame {
+        SharedFrame::new(true, payload.into())
+    }
+
+    /// A binary message.
+    pub fn binary(payload: impl Into<Bytes>) -> SharedFrame {
+        SharedFrame::new(false, payload.into())
+    }
+
+    fn new(text: bool, payload: Bytes) -> SharedFrame {
+        let plain = crate::io::encode_data_frame(text, false, &payload);
+        SharedFrame {
+            plain,
+            deflated: None,
+            text,
+            payload,
+            deflate_done: false,
+        }
+    }
+
+    /// The encoded bytes sent to connections without compression.
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.plain
+    }
+}
+
+/// The application: one instance per core, never shared between threads.
+pub trait Handler: Sized + 'static {
+    /// Per-connection state, stored inline in the connection's slot: keep it
+    /// small, as every idle connection pays for it.
+    type State: Default;
+    /// What cores post to each other (e.g. a frame for a topic).
+    type Post: Send + 'static;
+
+    /// An upgrade request arrived; decide before the 101 is sent.
+    fn on_open(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        upgrade: &WebSocketUpgrade<'_, '_>,
+    ) -> Decision;
+
+    /// A whole message arrived.
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, message: Message<'_>);
+
+    /// The connection left the open state; it can no longer be sent to.
+    fn on_close(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, reason: CloseReason) {
+        let _ = (ctx, conn, reason);
+    }
+
+    /// Another core posted `post` to this one.
+    fn on_post(&mut self, ctx: &mut Ctx<'_, Self>, post: Self::Post) {
+        let _ = (ctx, post);
+    }
+
+    /// The server is shutting down; connections are about to get 1001.
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let _ = ctx;
+    }
+}
+
+/// What a handler can do, borrowed from its core for one callback.
+pub struct Ctx<'a, H: Handler> {
+    pub(crate) io: &'a mut Io<H>,
+}
+
+impl<H: Handler> std::fmt::Debug for Ctx<'_, H> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("core", &self.io.core_id)
+            .finish()
+    }
+}
+
+impl<H: Handler> Ctx<'_, H> {
+    /// This core's id.
+    pub fn core(&self) -> u16 {
+        self.io.core_id
+    }
+
+    /// How many cores the server runs.
+    pub fn cores(&self) -> u16 {
+        self.io.outboxes.len() as u16
+    }
+
+    /// Open connections on this core.
+    pub fn connections(&self) -> usize {
+        self.io.conns.len()
+    }
+
+    /// The connection's application state, if it is still open here.
+    pub fn state(&mut self, conn: ConnId) -> Option<&mut H::State> {
+        self.io.conn_mut(conn).map(|c| &mut c.state)
+    }
+
+    /// Sends a text message.
+    pub fn send_text(&mut self, conn: ConnId, text: &str) -> Result<(), SendError> {
+        self.io.send_data(conn, true, text.as_bytes())
+    }
+
+    /// Sends a binary message.
+    pub fn send_binary(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
+        self.io.send_data(conn, false, data)
+    }
+
+    /// Sends a frame encoded once for many connections.
+    pub fn send_shared(&mut self, conn: ConnId, frame: &mut SharedFrame) -> Result<(), SendError> {
+        self.io.send_shared(conn, frame)
+    }
+
+    /// Sends `frame` to every connection in `conns` on this core; returns how
+    /// many took it. Closed ids are skipped; slow consumers are closed.
+    pub fn broadcast<I>(&mut self, conns: I, frame: &mut SharedFrame) -> usize
+    where
+        I: IntoIterator<Item = ConnId>,
+    {
+        conns
+            .into_iter()
+            .filter(|c| self.io.send_shared(*c, frame).is_ok())
+            .count()
+    }
+
+    /// Starts the close handshake with `code`.
+    pub fn close(&mut self, conn: ConnId, code: CloseCode, reason: &str) {
+        self.io
+            .close_with(conn, code, reason, CloseReason::Local(code));
+    }
+
+    /// Posts `msg` to core `core`'s [`Handler::on_post`]. Never blocks: a full
+    /// mailbox is an error the caller decides about.
+    pub fn post(&mut self, core: u16, msg: H::Post) -> Result<(), PostError> {
+        match self.io.outboxes.get(usize::from(core)) {
+            Some(outbox) => outbox.post(msg),
+            None => Err(PostError::NoSuchCore),
+        }
+    }
+}

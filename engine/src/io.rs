@@ -1,0 +1,423 @@
+//! A core's I/O state apart from the ring and the handler: the connection
+//! slab, the queue of submissions, send flushing and the close paths. The
+//! handler reaches it through [`crate::Ctx`]; whatever it asks for becomes
+//! submissions pushed at the end of the loop turn.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use io_uring::types::{CancelBuilder, Fixed};
+use io_uring::{opcode, squeue};
+use ringhub_proto::{
+    CloseCode, ClosePayload, Compressors, DeflateParams, FrameHead, Inflater, Opcode, encode_header,
+};
+use slab::Slab;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::conn::{Conn, Phase, SendOp, flag};
+use crate::handler::{CloseReason, ConnId, Handler, SendError, SharedFrame};
+use crate::mailbox::Outbox;
+use crate::sendq::MAX_IOVECS;
+use crate::stats::CoreStats;
+use crate::timer::{Tick, TimerWheel};
+use crate::token::{ConnOp, GEN_MASK, Token};
+
+/// Encodes a whole data message as one shared buffer (header + payload).
+pub(crate) fn encode_data_frame(text: bool, compressed: bool, payload: &[u8]) -> Bytes {
+    let opcode = if text { Opcode::Text } else { Opcode::Binary };
+    let head = FrameHead {
+        fin: true,
+        rsv1: compressed,
+        opcode,
+    };
+    let header = encode_header(head, payload.len());
+    let mut buf = BytesMut::with_capacity(header.len() + payload.len());
+    buf.put_slice(&header);
+    buf.put_slice(payload);
+    buf.freeze()
+}
+
+/// Encodes a control frame (payload ≤ 125 bytes).
+pub(crate) fn encode_control(opcode: Opcode, payload: &[u8]) -> Bytes {
+    encode_data_like(opcode, payload)
+}
+
+fn encode_data_like(opcode: Opcode, payload: &[u8]) -> Bytes {
+    let header = encode_header(FrameHead::new(opcode), payload.len());
+    let mut buf = BytesMut::with_capacity(header.len() + payload.len());
+    buf.put_slice(&header);
+    buf.put_slice(payload);
+    buf.freeze()
+}
+
+/// Everything of a core that handlers may touch.
+pub struct Io<H: Handler> {
+    pub(crate) core_id: u16,
+    pub(crate) config: Arc<Config>,
+    pub(crate) conns: Slab<Conn<H::State>>,
+    next_generation: u32,
+    /// Submissions made this turn, pushed to the ring before it is entered.
+    pub(crate) sqes: Vec<squeue::Entry>,
+    /// Connections with queued bytes to flush at the end of the turn.
+    dirty: Vec<u32>,
+    /// Boxes for in-flight sendmsg headers, reused. Boxed because the
+    /// kernel holds their address while a send is in flight.
+    #[allow(clippy::vec_box)]
+    send_ops: Vec<Box<SendOp>>,
+    pub(crate) wheel: TimerWheel,
+    pub(crate) now: Tick,
+    /// Close notifications for the handler, delivered after the current
+    /// callback returns (so a handler is never re-entered).
+    pub(crate) closed: Vec<(ConnId, CloseReason)>,
+    pub(crate) outboxes: Vec<Outbox<H::Post>>,
+    pub(crate) stats: Arc<CoreStats>,
+    pub(crate) compressors: Compressors,
+    /// Scratch for compression output.
+    pub(crate) scratch: Vec<u8>,
+    /// One inflater per core: permessage-deflate is negotiated without
+    /// client context takeover, so no connection keeps zlib state.
+    pub(crate) inflater: Inflater,
+    /// Scratch for inflated messages.
+    pub(crate) inflated: Vec<u8>,
+    pub(crate) shutting_down: bool,
+}
+
+impl<H: Handler> Io<H> {
+    pub(crate) fn new(
+        core_id: u16,
+        config: Arc<Config>,
+        outboxes: Vec<Outbox<H::Post>>,
+        stats: Arc<CoreStats>,
+    ) -> Io<H> {
+        Io {
+            core_id,
+            conns: Slab::with_capacity(1024),
+            next_generation: 1,
+            sqes: Vec::with_capacity(256),
+            dirty: Vec::new(),
+            send_ops: Vec::new(),
+            wheel: TimerWheel::new(4096),
+            now: 0,
+            closed: Vec::new(),
+            outboxes,
+            stats,
+            compressors: Compressors::new(ringhub_proto::CompressionPolicy::default()),
+            scratch: Vec::new(),
+            inflater: Inflater::new(false),
+            inflated: Vec::new(),
+            shutting_down: false,
+            config,
+        }
+    }
+
+    /// Inserts a connection accepted into fixed slot `fd`.
+    pub(crate) fn insert(&mut self, fd: u32) -> u32 {
+        let generation = self.next_generation;
+        self.next_generation = (self.next_generation + 1) & GEN_MASK;
+        let conn = Conn::new(fd, generation, self.now);
+        self.conns.insert(conn) as u32
+    }
+
+    pub(crate) fn id(&self, index: u32) -> ConnId {
+        let generation = self.conns.get(index as usize).map_or(0, |c| c.generation);
+        ConnId {
+            core: self.core_id,
+            index,
+            generation,
+        }
+    }
+
+    /// The connection `id` names, if it still exists on this core.
+    pub(crate) fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn<H::State>> {
+        if id.core != self.core_id {
+            return None;
+        }
+        self.conns
+            .get_mut(id.index as usize)
+            .filter(|c| c.generation == id.generation)
+    }
+
+    pub(crate) fn token(&self, op: ConnOp, index: u32) -> u64 {
+        let generation = self.conns.get(index as usize).map_or(0, |c| c.generation);
+        Token::conn(op, index, generation)
+    }
+
+    /// Arms (or re-arms) the connection's timer at `at`.
+    pub(crate) fn arm_timer(&mut self, index: u32, at: Tick) {
+        let key = self.token(ConnOp::Recv, index);
+        let at = self.wheel.schedule(key, at);
+        if let Some(c) = self.conns.get_mut(index as usize) {
+            c.armed_at = at;
+        }
+    }
+
+    /// Arms the multishot receive of `index`.
+    pub(crate) fn arm_recv(&mut self, index: u32, bgid: u16) {
+        let token = self.token(ConnOp::Recv, index);
+        let Some(c) = self.conns.get_mut(index as usize) else {
+            return;
+        };
+        if c.has(flag::RECV_ARMED) || c.phase == Phase::Gone {
+            return;
+        }
+        c.set(flag::RECV_ARMED);
+        c.inflight += 1;
+        let sqe = opcode::RecvMulti::new(Fixed(c.fd), bgid)
+            .build()
+            .user_data(token);
+        self.sqes.push(sqe);
+    }
+
+    pub(crate) fn mark_dirty(&mut self, index: u32) {
+        if let Some(c) = self.conns.get_mut(index as usize)
+            && !c.has(flag::DIRTY)
+        {
+            c.set(flag::DIRTY);
+            self.dirty.push(index);
+        }
+    }
+
+    /// Queues `bytes` for an open connection, closing it as a slow consumer
+    /// if its queue would pass the limit.
+    fn enqueue(&mut self, index: u32, bytes: Bytes) -> Result<(), SendError> {
+        let limit = self.config.send_queue_limit;
+        let Some(c) = self.conns.get_mut(index as usize) else {
+            return Err(SendError::Closed);
+        };
+        if c.phase != Phase::Open {
+            return Err(SendError::Closed);
+        }
+        if c.sendq.push(bytes, limit).is_err() {
+            CoreStats::add(&self.stats.slow_consumers, 1);
+            let id = self.id(index);
+            self.close_with(
+                id,
+                CloseCode::Policy,
+                "send queue overflow",
+                CloseReason::SlowConsumer,
+            );
+            return Err(SendError::SlowConsumer);
+        }
+        CoreStats::add(&self.stats.frames_out, 1);
+        self.mark_dirty(index);
+        Ok(())
+    }
+
+    /// Queues bytes regardless of the limit (handshake replies, control frames).
+    pub(crate) fn enqueue_unbounded(&mut self, index: u32, bytes: Bytes) {
+        if let Some(c) = self.conns.get_mut(index as usize)
+            && c.phase != Phase::Gone
+        {
+            c.sendq.push_unbounded(bytes);
+            self.mark_dirty(index);
+        }
+    }
+
+    /// Sends one data message to one connection.
+    pub(crate) fn send_data(
+        &mut self,
+        id: ConnId,
+        text: bool,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        let Some(c) = self.conn_mut(id) else {
+            return Err(SendError::Closed);
+        };
+        let deflate = c.has(flag::DEFLATE);
+        let bits = c.window_bits;
+        let frame = if deflate {
+            self.compress_frame(text, payload, bits)
+                .unwrap_or_else(|| encode_data_frame(text, false, payload))
+        } else {
+            encode_data_frame(text, false, payload)
+        };
+        self.enqueue(id.index, frame)
+    }
+
+    /// Compresses `payload` into a frame with RSV1 set, if that pays.
+    fn compress_frame(&mut self, text: bool, payload: &[u8], window_bits: u8) -> Option<Bytes> {
+        let params = DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            server_max_window_bits: window_bits,
+            announce_server_window: false,
+        };
+        self.scratch.clear();
+        match self
+            .compressors
+            .compress(&params, payload, &mut self.scratch)
+        {
+            Ok(Some(_)) => Some(encode_data_frame(text, true, &self.scratch)),
+            _ => None,
+        }
+    }
+
+    /// Sends a shared frame, compressing it once per core for deflate peers.
+    pub(crate) fn send_shared(
+        &mut self,
+        id: ConnId,
+        frame: &mut SharedFrame,
+    ) -> Result<(), SendError> {
+        let Some(c) = self.conn_mut(id) else {
+            return Err(SendError::Closed);
+        };
+        let bytes = if c.has(flag::DEFLATE) {
+            let bits = c.window_bits;
+            if bits != 15 {
+                // A client that limited our window gets its own compression.
+                self.compress_frame(frame.text, &frame.payload, bits)
+                    .unwrap_or_else(|| frame.plain.clone())
+            } else {
+                if !frame.deflate_done {
+                    frame.deflated = self.compress_frame(frame.text, &frame.payload, 15);
+                    frame.deflate_done = true;
+                }
+                frame
+                    .deflated
+                    .clone()
+                    .unwrap_or_else(|| frame.plain.clone())
+            }
+        } else {
+            frame.plain.clone()
+        };
+        self.enqueue(id.index, bytes)
+    }
+
+    /// Starts a close handshake from our side: queue the close frame, stop
+    /// taking messages, and give the peer `close_timeout` to answer.
+    pub(crate) fn close_with(
+        &mut self,
+        id: ConnId,
+        code: CloseCode,
+        reason: &str,
+        why: CloseReason,
+    ) {
+        let close_timeout = self.config.ticks(self.config.close_timeout);
+        let now = self.now;
+        let Some(c) = self.conn_mut(id) else {
+            return;
+        };
+        match c.phase {
+            Phase::Open => {}
+            Phase::Handshake => {
+                self.teardown(id.index);
+                return;
+            }
+            Phase::Closing | Phase::Gone => return,
+        }
+        c.phase = Phase::Closing;
+        c.mark = now;
+        c.set(flag::CLOSE_SENT);
+        if c.has(flag::CLOSE_RECEIVED) {
+            c.set(flag::CLOSE_AFTER_FLUSH);
+        }
+        let frame = encode_control(Opcode::Close, ClosePayload::new(code, reason).as_bytes());
+        self.closed.push((id, why));
+        self.enqueue_unbounded(id.index, frame);
+        self.arm_timer(id.index, now + close_timeout);
+    }
+
+    /// Cancels the connection's operations and closes its descriptor; the
+    /// slot is freed once every in-flight completion has arrived.
+    pub(crate) fn teardown(&mut self, index: u32) {
+        let cancel = self.token(ConnOp::Cancel, index);
+        let close = self.token(ConnOp::Close, index);
+        let id = self.id(index);
+        let Some(c) = self.conns.get_mut(index as usize) else {
+            return;
+        };
+        if c.phase == Phase::Gone {
+            return;
+        }
+        let was_open = c.phase == Phase::Open;
+        c.phase = Phase::Gone;
+        let fd = c.fd;
+        if c.has(flag::RECV_ARMED) || c.has(flag::SENDING) {
+            c.inflight += 1;
+            self.sqes.push(
+                opcode::AsyncCancel2::new(CancelBuilder::fd(Fixed(fd)).all())
+                    .build()
+                    .user_data(cancel),
+            );
+        }
+        c.inflight += 1;
+        self.sqes
+            .push(opcode::Close::new(Fixed(fd)).build().user_data(close));
+        if was_open {
+            self.closed.push((id, CloseReason::Vanished));
+        }
+    }
+
+    /// Frees the slot of `index` if nothing of it is in flight any more.
+    /// Returns true if it was removed.
+    pub(crate) fn reap(&mut self, index: u32) -> bool {
+        match self.conns.get(index as usize) {
+            Some(c) if c.phase == Phase::Gone && c.inflight == 0 => {}
+            _ => return false,
+        }
+        let mut c = self.conns.remove(index as usize);
+        if let Some(op) = c.send_op.take() {
+            self.send_ops.push(op);
+        }
+        c.sendq.clear();
+        true
+    }
+
+    /// Submits one sendmsg for every connection with queued bytes and none
+    /// in flight; closes connections whose final flush is done.
+    pub(crate) fn flush(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for index in dirty.drain(..) {
+            let token = self.token(ConnOp::Send, index);
+            let Some(c) = self.conns.get_mut(index as usize) else {
+                continue;
+            };
+            c.clear(flag::DIRTY);
+            if c.phase == Phase::Gone || c.has(flag::SENDING) {
+                continue;
+            }
+            if c.sendq.is_empty() {
+                if c.has(flag::CLOSE_AFTER_FLUSH) {
+                    self.teardown(index);
+                }
+                continue;
+            }
+            let mut op = self.send_ops.pop().unwrap_or_else(SendOp::new);
+            let n = c.sendq.fill_iovecs(&mut op.iovs[..MAX_IOVECS]);
+            op.msg.msg_iov = op.iovs.as_mut_ptr();
+            op.msg.msg_iovlen = n;
+            let sqe = opcode::SendMsg::new(Fixed(c.fd), &raw const op.msg)
+                .flags(libc::MSG_NOSIGNAL as u32)
+                .build()
+                .user_data(token);
+            c.send_op = Some(op);
+            c.set(flag::SENDING);
+            c.inflight += 1;
+            self.sqes.push(sqe);
+        }
+        // Keep the allocation for the next turn.
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// A sendmsg completed with `res`.
+    pub(crate) fn on_send(&mut self, index: u32, res: i32) {
+        let Some(c) = self.conns.get_mut(index as usize) else {
+            return;
+        };
+        c.inflight = c.inflight.saturating_sub(1);
+        c.clear(flag::SENDING);
+        if let Some(op) = c.send_op.take() {
+            self.send_ops.push(op);
+        }
+        if c.phase == Phase::Gone {
+            return;
+        }
+        if res > 0 {
+            c.sendq.consume(res as usize);
+            self.mark_dirty(index);
+        } else {
+            self.teardown(index);
+        }
+    }
+}

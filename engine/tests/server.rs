@@ -1,0 +1,239 @@
+//! The engine over real sockets on 127.0.0.1, with tungstenite clients and
+//! the pub/sub example's handler. Every wait is bounded.
+
+mod common;
+
+use std::io::Write;
+use std::time::Duration;
+
+use common::*;
+use tungstenite::Message;
+
+#[test]
+fn many_connections_on_several_cores_echo() {
+    let server = start(2, |_| {});
+    let addr = server.local_addr();
+    let mut clients: Vec<Client> = (0..200).map(|_| client(addr)).collect();
+    for (i, ws) in clients.iter_mut().enumerate() {
+        send(ws, &format!("hello {i}"));
+    }
+    for (i, ws) in clients.iter_mut().enumerate() {
+        assert_eq!(recv_text(ws), format!("hello {i}"));
+    }
+    let per_core = server.core_stats();
+    assert_eq!(per_core.iter().map(|s| s.upgraded).sum::<u64>(), 200);
+    assert!(
+        per_core.iter().all(|s| s.upgraded > 0),
+        "SO_REUSEPORT spread connections over every core: {per_core:?}"
+    );
+    drop(clients);
+    let s = wait_for(&server, Duration::from_secs(10), |s| s.open == 0);
+    assert_eq!(s.open, 0, "every closed client freed its slot");
+    stop(server);
+}
+
+#[test]
+fn echo_of_fragmented_and_large_messages() {
+    let server = start(1, |_| {});
+    let mut ws = client(server.local_addr());
+    let big = "x".repeat(300_000);
+    send(&mut ws, &big);
+    assert_eq!(recv_text(&mut ws), big);
+    ws.send(Message::binary(vec![7u8; 70_000])).unwrap();
+    match ws.read().unwrap() {
+        Message::Binary(b) => assert_eq!(&b[..], &[7u8; 70_000][..]),
+        other => panic!("{other:?}"),
+    }
+    // A text message in three fragments with a ping in between.
+    let mut s = raw_upgraded(server.local_addr());
+    s.write_all(&masked_frame(0x01, b"frag")).unwrap();
+    s.write_all(&masked_frame(0x89, b"p")).unwrap();
+    s.write_all(&masked_frame(0x00, b"men")).unwrap();
+    s.write_all(&masked_frame(0x80, b"ted")).unwrap();
+    s.write_all(&masked_frame(0x88, &1000u16.to_be_bytes()))
+        .unwrap();
+    let out = read_to_end(&mut s);
+    assert_eq!(&out[..3], b"\x8a\x01p", "pong first");
+    assert_eq!(&out[3..15], b"\x81\x0afragmented");
+    assert_eq!(close_code_in(&out), Some(1000));
+    stop(server);
+}
+
+#[test]
+fn publish_reaches_subscribers_on_every_core() {
+    let server = start(2, |_| {});
+    let addr = server.local_addr();
+    let mut subs: Vec<Client> = (0..30).map(|_| client(addr)).collect();
+    for ws in &mut subs {
+        send(ws, r#"{"type":"subscribe","topic":"news"}"#);
+    }
+    let mut other = client(addr);
+    send(&mut other, r#"{"type":"subscribe","topic":"sport"}"#);
+    // Subscriptions are processed in order per connection: an echo round
+    // trip proves each one is in place.
+    for ws in subs.iter_mut().chain(std::iter::once(&mut other)) {
+        send(ws, "sync");
+        assert_eq!(recv_text(ws), "sync");
+    }
+    let per_core = server.core_stats();
+    assert!(per_core.iter().all(|s| s.upgraded > 0), "{per_core:?}");
+    let mut publisher = client(addr);
+    let msg = r#"{"type":"publish","topic":"news","data":{"n":1}}"#;
+    send(&mut publisher, msg);
+    for ws in &mut subs {
+        assert_eq!(recv_text(ws), msg);
+    }
+    send(&mut other, "still here");
+    assert_eq!(
+        recv_text(&mut other),
+        "still here",
+        "no news for a sport fan"
+    );
+    stop(server);
+}
+
+#[test]
+fn slow_consumer_is_closed_with_1008_while_others_keep_receiving() {
+    let server = start(1, |c| {
+        c.send_queue_limit = 256 * 1024;
+        c.close_timeout = Duration::from_secs(30);
+    });
+    let addr = server.local_addr();
+    let mut slow = client(addr);
+    let mut fast = client(addr);
+    for ws in [&mut slow, &mut fast] {
+        send(ws, r#"{"type":"subscribe","topic":"t"}"#);
+        send(ws, "sync");
+        assert_eq!(recv_text(ws), "sync");
+    }
+    let payload = "y".repeat(16 * 1024);
+    let msg = format!(r#"{{"type":"publish","topic":"t","data":"{payload}"}}"#);
+    let mut publisher = client(addr);
+    // Paced by the fast subscriber, so only the one that never reads falls
+    // behind: 1000 × 16 KiB is far more than socket buffers plus the limit.
+    for _ in 0..1000 {
+        publisher.send(Message::text(msg.clone())).unwrap();
+        assert_eq!(recv_text(&mut fast).len(), msg.len());
+    }
+    let s = wait_for(&server, Duration::from_secs(20), |s| s.slow_consumers >= 1);
+    assert_eq!(s.slow_consumers, 1, "only the slow subscriber was dropped");
+    send(&mut fast, "still open");
+    assert_eq!(recv_text(&mut fast), "still open");
+    // The slow one, reading at last, finds the policy close after what fitted.
+    assert_eq!(recv_close_code(&mut slow), Some(1008));
+    stop(server);
+}
+
+#[test]
+fn a_client_vanishing_mid_frame_frees_its_connection() {
+    let server = start(1, |_| {});
+    let addr = server.local_addr();
+    {
+        let mut s = raw_upgraded(addr);
+        let frame = masked_frame(0x81, &[b'a'; 1000]);
+        s.write_all(&frame[..200]).unwrap();
+        let _ = wait_for(&server, Duration::from_secs(5), |s| s.upgraded == 1);
+    }
+    let s = wait_for(&server, Duration::from_secs(10), |s| s.open == 0);
+    assert_eq!(s.open, 0);
+    let mut ws = client(addr);
+    send(&mut ws, "after");
+    assert_eq!(recv_text(&mut ws), "after");
+    stop(server);
+}
+
+#[test]
+fn a_silent_connection_is_dropped_at_the_handshake_deadline() {
+    let server = start(1, |c| c.handshake_timeout = Duration::from_millis(300));
+    let mut s = raw(server.local_addr());
+    // A partial request does not extend the deadline.
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let out = read_to_end(&mut s);
+    assert!(out.is_empty(), "closed without a response");
+    let st = wait_for(&server, Duration::from_secs(5), |s| s.open == 0);
+    assert_eq!(st.timeouts, 1);
+    assert_eq!(st.open, 0);
+    stop(server);
+}
+
+#[test]
+fn an_idle_peer_is_pinged_then_dropped() {
+    let server = start(1, |c| {
+        c.ping_interval = Duration::from_millis(200);
+        c.idle_timeout = Duration::from_millis(300);
+    });
+    let mut s = raw_upgraded(server.local_addr());
+    let out = read_to_end(&mut s);
+    assert!(out.starts_with(b"\x89\x00"), "a ping came first: {out:?}");
+    let st = wait_for(&server, Duration::from_secs(5), |s| s.open == 0);
+    assert_eq!(st.timeouts, 1);
+    stop(server);
+}
+
+#[test]
+fn bad_handshakes_get_http_errors() {
+    let server = start(1, |_| {});
+    let addr = server.local_addr();
+    let cases = [
+        ("GET / HTTP/1.1\r\nHost: x\r\n\r\n", "HTTP/1.1 426"),
+        (
+            "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: short\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            "HTTP/1.1 400",
+        ),
+        ("\x16\x03\x01garbage\r\n\r\n", "HTTP/1.1 400"),
+    ];
+    for (request, status) in cases {
+        let mut s = raw(addr);
+        s.write_all(request.as_bytes()).unwrap();
+        let out = String::from_utf8_lossy(&read_to_end(&mut s)).into_owned();
+        assert!(out.starts_with(status), "{request:?} got {out:?}");
+    }
+    stop(server);
+}
+
+#[test]
+fn protocol_errors_get_their_close_codes() {
+    let server = start(1, |c| {
+        c.limits.max_frame = 1024;
+        c.limits.max_message = 1024;
+    });
+    let addr = server.local_addr();
+    let cases: [(Vec<u8>, u16); 5] = [
+        (b"\x81\x05hello".to_vec(), 1002),         // unmasked client frame
+        (masked_frame(0x83, b"x"), 1002),          // reserved opcode
+        (masked_frame(0x81, &[0xff, 0xfe]), 1007), // invalid UTF-8
+        (masked_frame(0x82, &[0u8; 2000]), 1009),  // over the frame limit
+        (masked_frame(0x80, b"orphan"), 1002),     // continuation with no message
+    ];
+    for (frame, code) in cases {
+        let mut s = raw_upgraded(addr);
+        s.write_all(&frame).unwrap();
+        let out = read_to_end(&mut s);
+        assert_eq!(close_code_in(&out), Some(code), "frame {:?}", &frame[..2]);
+    }
+    assert_eq!(server.stats().protocol_errors, 5);
+    stop(server);
+}
+
+#[test]
+fn shutdown_sends_1001_to_everyone() {
+    let server = start(2, |_| {});
+    let addr = server.local_addr();
+    let mut clients: Vec<Client> = (0..20).map(|_| client(addr)).collect();
+    for ws in &mut clients {
+        send(ws, "ready");
+        assert_eq!(recv_text(ws), "ready");
+    }
+    let handle = server.shutdown_handle();
+    let joiner = std::thread::spawn(move || server.join());
+    handle.shutdown();
+    for ws in &mut clients {
+        assert_eq!(recv_close_code(ws), Some(1001));
+    }
+    joiner.join().unwrap().expect("clean exit");
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "no longer listening"
+    );
+}
