@@ -57,6 +57,11 @@ impl Upgrade {
         &self.request
     }
 
+    /// The `Sec-WebSocket-Accept` a genuine server answers with.
+    pub fn accept(&self) -> &str {
+        &self.accept
+    }
+
     /// Parses the response head at the start of `buf`.
     ///
     /// `Ok(None)` means the head is incomplete: call again with more bytes.

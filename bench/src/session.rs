@@ -381,3 +381,207 @@ impl Session {
         encode(opcode, payload, shared.mask.next(), out);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use ringhub_proto::{Role as FrameRole, encode_frame};
+
+    use super::*;
+
+    fn shared(workload: &Workload) -> Shared {
+        let target = "ws://127.0.0.1:9/".parse().unwrap();
+        Shared::new(workload, Upgrade::new(&target, [1; 16]), 42, 1_000).unwrap()
+    }
+
+    fn switching(shared: &Shared) -> Vec<u8> {
+        format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+            shared.upgrade.accept()
+        )
+        .into_bytes()
+    }
+
+    /// What a server makes of the client's bytes: each frame unmasked, as
+    /// (opcode, payload).
+    fn client_frames(mut bytes: Vec<u8>) -> Vec<(Opcode, Vec<u8>)> {
+        let mut frames = Vec::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            match ringhub_proto::parse_frame(&mut bytes[at..], FrameRole::Server, &LIMITS, false)
+                .unwrap()
+            {
+                ParsedFrame::Complete { frame, consumed } => {
+                    frames.push((frame.opcode, frame.payload.to_vec()));
+                    at += consumed;
+                }
+                ParsedFrame::Incomplete { .. } => panic!("client wrote half a frame"),
+            }
+        }
+        frames
+    }
+
+    fn server_frame(opcode: Opcode, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_frame(&mut out, FrameHead::new(opcode), payload);
+        out
+    }
+
+    #[test]
+    fn echo_session_keeps_its_window_full_and_times_each_echo() {
+        let workload = Workload::Echo {
+            size: 64,
+            in_flight: 3,
+        };
+        let mut shared = shared(&workload);
+        let mut out = Vec::new();
+        let mut s = Session::start(Role::Echo { stream: 9 }, &shared, &mut out);
+        assert!(out.starts_with(b"GET / HTTP/1.1\r\n"));
+        out.clear();
+
+        let progress = s
+            .on_data(&mut switching(&shared), &mut shared, 0, &mut out)
+            .unwrap();
+        assert_eq!(
+            progress,
+            Progress {
+                upgraded: true,
+                ready: true,
+                closed: false
+            }
+        );
+        shared.sending = true;
+        s.begin(&mut shared, 1_000, &mut out);
+        let sent = client_frames(std::mem::take(&mut out));
+        assert_eq!(sent.len(), 3);
+        assert_eq!(s.outstanding(), 3);
+
+        // Echo the second message back, split over two reads: one
+        // delivery 4 µs after it was sent, and one new send.
+        let echo = server_frame(Opcode::Text, &sent[1].1);
+        let (a, b) = echo.split_at(5);
+        s.on_data(&mut a.to_vec(), &mut shared, 3_000, &mut out)
+            .unwrap();
+        assert_eq!(shared.counters.unique, 0);
+        s.on_data(&mut b.to_vec(), &mut shared, 5_000, &mut out)
+            .unwrap();
+        assert_eq!(
+            (
+                shared.counters.unique,
+                shared.counters.sent,
+                s.outstanding()
+            ),
+            (1, 4, 3)
+        );
+        assert_eq!(
+            shared.latency.max(),
+            shared.latency.highest_equivalent(4_000)
+        );
+        assert_eq!(client_frames(std::mem::take(&mut out)).len(), 1);
+
+        // The same echo again is a duplicate and sends nothing.
+        s.on_data(&mut echo.clone(), &mut shared, 6_000, &mut out)
+            .unwrap();
+        assert_eq!((shared.counters.duplicates, shared.counters.sent), (1, 4));
+        assert!(out.is_empty());
+    }
+
+    #[test]
+    fn subscriber_is_ready_only_after_its_probe_returns() {
+        let workload = Workload::Fanout {
+            size: 64,
+            topics: 1,
+            publishers: 2,
+            rate: 10,
+        };
+        let mut shared = shared(&workload);
+        let mut out = Vec::new();
+        let mut s = Session::start(Role::Subscriber { topic: 0 }, &shared, &mut out);
+        out.clear();
+        let progress = s
+            .on_data(&mut switching(&shared), &mut shared, 0, &mut out)
+            .unwrap();
+        assert!(progress.upgraded && !progress.ready);
+        let sent = client_frames(std::mem::take(&mut out));
+        assert_eq!(sent[0].1, br#"{"type":"subscribe","topic":"t"}"#);
+        let probe = server_frame(Opcode::Text, &sent[1].1);
+        assert!(
+            s.on_data(&mut probe.clone(), &mut shared, 0, &mut out)
+                .unwrap()
+                .ready
+        );
+
+        // Publisher 1's message 0 arrives; publisher 5 does not exist.
+        let mut template = crate::payload::Payload::publish("t", 64).unwrap();
+        let msg = template
+            .stamp(Stamp {
+                stream: 1,
+                seq: 0,
+                sent_ns: 10,
+            })
+            .to_vec();
+        s.on_data(
+            &mut server_frame(Opcode::Text, &msg),
+            &mut shared,
+            30,
+            &mut out,
+        )
+        .unwrap();
+        let stray = template
+            .stamp(Stamp {
+                stream: 5,
+                seq: 0,
+                sent_ns: 10,
+            })
+            .to_vec();
+        s.on_data(
+            &mut server_frame(Opcode::Text, &stray),
+            &mut shared,
+            30,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!((shared.counters.unique, shared.counters.unexpected), (1, 1));
+    }
+
+    #[test]
+    fn pings_are_answered_and_a_close_is_returned() {
+        let mut shared = shared(&Workload::Connect);
+        let mut out = Vec::new();
+        let mut s = Session::start(Role::Idle, &shared, &mut out);
+        out.clear();
+        let mut input = switching(&shared);
+        input.extend(server_frame(Opcode::Ping, b"hi"));
+        input.extend(server_frame(Opcode::Close, &1001u16.to_be_bytes()));
+        input.extend(server_frame(Opcode::Text, b"after close: ignored"));
+        let progress = s.on_data(&mut input, &mut shared, 0, &mut out).unwrap();
+        assert!(progress.ready && progress.closed);
+        let sent = client_frames(out);
+        assert_eq!(
+            sent,
+            [
+                (Opcode::Pong, b"hi".to_vec()),
+                (Opcode::Close, 1001u16.to_be_bytes().to_vec())
+            ]
+        );
+        assert_eq!(shared.counters.unexpected, 0);
+    }
+
+    #[test]
+    fn a_bad_upgrade_or_a_masked_server_frame_is_an_error() {
+        let mut shared = shared(&Workload::Connect);
+        let mut out = Vec::new();
+        let mut s = Session::start(Role::Idle, &shared, &mut out);
+        let refused = b"HTTP/1.1 403 Forbidden\r\n\r\n".to_vec();
+        assert!(matches!(
+            s.on_data(&mut refused.clone(), &mut shared, 0, &mut out),
+            Err(SessionError::Handshake(HandshakeError::Status(403)))
+        ));
+        let mut s = Session::start(Role::Idle, &shared, &mut out);
+        let mut input = switching(&shared);
+        encode(Opcode::Text, b"masked", [1, 2, 3, 4], &mut input);
+        assert!(matches!(
+            s.on_data(&mut input, &mut shared, 0, &mut out),
+            Err(SessionError::Frame(_))
+        ));
+    }
+}
