@@ -83,11 +83,13 @@ fn serve(stream: TcpStream, faults: Faults, seen: &Seen, topics: &Topics) {
                     }
                     _ => {
                         echoes += 1;
-                        if faults.drop_every > 0 && echoes % faults.drop_every == 0 {
+                        if faults.drop_every > 0 && echoes.is_multiple_of(faults.drop_every) {
                             seen.dropped.fetch_add(1, Ordering::Relaxed);
                             continue;
                         }
-                        if faults.duplicate_every > 0 && echoes % faults.duplicate_every == 0 {
+                        if faults.duplicate_every > 0
+                            && echoes.is_multiple_of(faults.duplicate_every)
+                        {
                             seen.duplicated.fetch_add(1, Ordering::Relaxed);
                             if send(&mut ws, Message::Text(text.clone())).is_err() {
                                 return;
