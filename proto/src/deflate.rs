@@ -248,9 +248,15 @@ impl Inflater {
                 let produced = out.len() - start;
                 // One byte of room past the limit tells "exactly at the
                 // limit" from "over it".
-                let room =
-                    (limit - produced + 1).min(INFLATE_STEP.max(input.len().saturating_mul(4)));
+                let room = (limit - produced)
+                    .saturating_add(1)
+                    .min(INFLATE_STEP.max(input.len().saturating_mul(4)));
                 let filled = out.len();
+                reserve_capped(
+                    out,
+                    filled + room,
+                    start.saturating_add(limit).saturating_add(1),
+                );
                 out.resize(filled + room, 0);
                 let before_in = self.decompress.total_in();
                 let before_out = self.decompress.total_out();
@@ -266,8 +272,12 @@ impl Inflater {
                 }
                 match status {
                     // A sender may end with a BFINAL block (RFC 7692 §7.2.3.4);
-                    // whatever follows, including our tail, is padding.
-                    Ok(Status::StreamEnd) => return Ok(()),
+                    // whatever follows, including our tail, is padding, and
+                    // its next message starts a new stream.
+                    Ok(Status::StreamEnd) => {
+                        self.decompress.reset(false);
+                        return Ok(());
+                    }
                     Ok(Status::Ok | Status::BufError) => {
                         let output_full = wrote == room;
                         if consumed == input.len() && !output_full {
@@ -284,6 +294,18 @@ impl Inflater {
             }
         }
         Ok(())
+    }
+}
+
+/// Grows `out` to hold `needed` bytes, doubling as `Vec` would but never
+/// past `cap`, so a bomb cannot make the buffer larger than the limit.
+fn reserve_capped(out: &mut Vec<u8>, needed: usize, cap: usize) {
+    if out.capacity() < needed {
+        let target = out
+            .capacity()
+            .saturating_mul(2)
+            .clamp(needed, cap.max(needed));
+        out.reserve_exact(target - out.len());
     }
 }
 

@@ -66,9 +66,12 @@ pub enum ClientMessage<'a> {
 /// What was wrong with a client frame.
 #[derive(Debug, thiserror::Error)]
 pub enum EnvelopeErrorKind {
-    /// Not a JSON object (syntax error, trailing bytes, or another JSON type).
-    #[error("frame is not a JSON object: {0}")]
+    /// Not JSON (syntax error, trailing bytes, a repeated field).
+    #[error("frame is not valid JSON: {0}")]
     BadJson(serde_json::Error),
+    /// Valid JSON, but not an object.
+    #[error("frame must be a JSON object")]
+    NotAnObject,
     /// `type` names no client message.
     #[error(
         "unknown message type; expected send, subscribe, unsubscribe, publish, broadcast, ping or latency"
@@ -97,7 +100,7 @@ impl EnvelopeError<'_> {
     /// The stable `code` of the `error` frame.
     pub fn code(&self) -> &'static str {
         match self.kind {
-            EnvelopeErrorKind::BadJson(_) => "bad_json",
+            EnvelopeErrorKind::BadJson(_) | EnvelopeErrorKind::NotAnObject => "bad_json",
             EnvelopeErrorKind::UnknownType => "unknown_type",
             EnvelopeErrorKind::MissingField(_) => "missing_field",
             EnvelopeErrorKind::InvalidField(..) => "invalid_field",
@@ -113,32 +116,48 @@ impl EnvelopeError<'_> {
 
 /// Every field any client frame may have, each kept as raw JSON so that a
 /// wrong type is reported per field rather than as a parse failure. Unknown
-/// fields are ignored, so clients may add their own.
+/// fields are ignored, so clients may add their own. `null` counts as present
+/// (`"data": null` is a value).
 #[derive(Deserialize)]
 struct Wire<'a> {
-    #[serde(rename = "type", borrow)]
+    #[serde(rename = "type", borrow, default, deserialize_with = "present")]
     kind: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     to: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     topic: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     id: Option<&'a RawValue>,
-    #[serde(borrow)]
+    #[serde(borrow, default, deserialize_with = "present")]
     ms: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&'de RawValue>::deserialize(d).map(Some)
 }
 
 impl<'a> ClientMessage<'a> {
     /// Parses a text frame's payload.
     pub fn parse(payload: &'a str) -> Result<Self, EnvelopeError<'a>> {
+        // serde would also read a struct from an array, positionally.
+        if !payload
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{')
+        {
+            let kind = match serde_json::from_str::<&RawValue>(payload) {
+                Ok(_) => EnvelopeErrorKind::NotAnObject,
+                Err(e) => EnvelopeErrorKind::BadJson(e),
+            };
+            return Err(EnvelopeError { kind, id: None });
+        }
         let wire: Wire<'a> = serde_json::from_str(payload).map_err(|e| EnvelopeError {
             kind: EnvelopeErrorKind::BadJson(e),
             id: None,
         })?;
         // A bad id is reported without an id to echo.
-        let id = match wire.id.map(message_id).transpose() {
+        let id = match wire.id.map(message_id).transpose().map(Option::flatten) {
             Ok(id) => id,
             Err(kind) => return Err(EnvelopeError { kind, id: None }),
         };
@@ -212,8 +231,12 @@ fn name<'a>(
     Ok(value)
 }
 
-fn message_id(raw: &RawValue) -> Result<&RawValue, EnvelopeErrorKind> {
+/// A usable `id`: a string or a number; `null` means none.
+fn message_id(raw: &RawValue) -> Result<Option<&RawValue>, EnvelopeErrorKind> {
     let text = raw.get();
+    if text == "null" {
+        return Ok(None);
+    }
     let scalar = text.starts_with('"')
         || text.starts_with('-')
         || text.starts_with(|c: char| c.is_ascii_digit());
@@ -229,7 +252,7 @@ fn message_id(raw: &RawValue) -> Result<&RawValue, EnvelopeErrorKind> {
             "longer than 128 bytes",
         ));
     }
-    Ok(raw)
+    Ok(Some(raw))
 }
 
 /// Who a `message` frame was addressed to.
