@@ -21,6 +21,9 @@ use crate::stats::CoreStats;
 use crate::timer::{Tick, TimerWheel};
 use crate::token::{ConnOp, GEN_MASK, Token};
 
+/// Spare sendmsg headers kept for reuse; more are freed.
+const SEND_OP_POOL: usize = 256;
+
 /// Encodes a whole data message as one shared buffer (header + payload).
 pub(crate) fn encode_data_frame(text: bool, compressed: bool, payload: &[u8]) -> Bytes {
     let opcode = if text { Opcode::Text } else { Opcode::Binary };
@@ -90,7 +93,9 @@ impl<H: Handler> Io<H> {
     ) -> Io<H> {
         Io {
             core_id,
-            conns: Slab::with_capacity(1024),
+            // Reserved up front: address space only, touched as slots fill,
+            // and never moved by a growth.
+            conns: Slab::with_capacity(config.max_connections_per_core as usize),
             next_generation: 1,
             sqes: Vec::with_capacity(256),
             dirty: Vec::new(),
@@ -355,7 +360,9 @@ impl<H: Handler> Io<H> {
             _ => return false,
         }
         let mut c = self.conns.remove(index as usize);
-        if let Some(op) = c.send_op.take() {
+        if let Some(op) = c.send_op.take()
+            && self.send_ops.len() < SEND_OP_POOL
+        {
             self.send_ops.push(op);
         }
         c.sendq.clear();
@@ -381,15 +388,26 @@ impl<H: Handler> Io<H> {
                 }
                 continue;
             }
-            let mut op = self.send_ops.pop().unwrap_or_else(SendOp::new);
-            let n = c.sendq.fill_iovecs(&mut op.iovs[..MAX_IOVECS]);
-            op.msg.msg_iov = op.iovs.as_mut_ptr();
-            op.msg.msg_iovlen = n;
-            let sqe = opcode::SendMsg::new(Fixed(c.fd), &raw const op.msg)
-                .flags(libc::MSG_NOSIGNAL as u32)
-                .build()
-                .user_data(token);
-            c.send_op = Some(op);
+            let sqe = if let Some(chunk) = c.sendq.single() {
+                // One chunk (the common case: a handshake reply, one frame)
+                // needs no msghdr: the chunk itself stays queued until the
+                // completion.
+                opcode::Send::new(Fixed(c.fd), chunk.as_ptr(), chunk.len() as u32)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+                    .user_data(token)
+            } else {
+                let mut op = self.send_ops.pop().unwrap_or_else(SendOp::new);
+                let n = c.sendq.fill_iovecs(&mut op.iovs[..MAX_IOVECS]);
+                op.msg.msg_iov = op.iovs.as_mut_ptr();
+                op.msg.msg_iovlen = n;
+                let sqe = opcode::SendMsg::new(Fixed(c.fd), &raw const op.msg)
+                    .flags(libc::MSG_NOSIGNAL as u32)
+                    .build()
+                    .user_data(token);
+                c.send_op = Some(op);
+                sqe
+            };
             c.set(flag::SENDING);
             c.inflight += 1;
             self.sqes.push(sqe);
@@ -407,7 +425,9 @@ impl<H: Handler> Io<H> {
         };
         c.inflight = c.inflight.saturating_sub(1);
         c.clear(flag::SENDING);
-        if let Some(op) = c.send_op.take() {
+        if let Some(op) = c.send_op.take()
+            && self.send_ops.len() < SEND_OP_POOL
+        {
             self.send_ops.push(op);
         }
         if c.phase == Phase::Gone {

@@ -81,6 +81,24 @@ impl SendQueue {
                 sent = 0;
             }
         }
+        if self.chunks.is_empty() {
+            // An idle connection keeps no queue allocation.
+            self.chunks = VecDeque::new();
+        }
+    }
+
+    /// The only queued chunk, when exactly one waits (sent without iovecs).
+    pub fn single(&self) -> Option<&Bytes> {
+        match self.chunks.len() {
+            1 => self.chunks.front(),
+            _ => None,
+        }
+    }
+
+    /// Capacity of the chunk queue (zero when idle).
+    #[cfg(test)]
+    fn capacity(&self) -> usize {
+        self.chunks.capacity()
     }
 
     /// Releases every chunk (the connection is gone; nothing is in flight).
@@ -117,6 +135,7 @@ mod tests {
         for c in [&b"hello"[..], b" ", b"world"] {
             q.push(Bytes::copy_from_slice(c), 100).unwrap();
         }
+        assert!(q.single().is_none());
         q.consume(3);
         let mut iovs = [empty_iov(); 4];
         let n = q.fill_iovecs(&mut iovs);
@@ -131,6 +150,7 @@ mod tests {
         assert_eq!(out, b"lo world");
         q.consume(8);
         assert!(q.is_empty());
+        assert_eq!(q.capacity(), 0, "the drained queue released its buffer");
         assert_eq!(q.fill_iovecs(&mut iovs), 0);
     }
 
