@@ -1,0 +1,32 @@
+//! Real Redis for tests: a standalone `redis-server` or a 3-master +
+//! 3-replica Redis Cluster on free local ports, in temporary directories,
+//! stopped by PID when dropped (a panicking test unwinds through `Drop` too).
+//!
+//! Every wait is bounded; a node that does not come up fails the test with
+//! its log.
+#![forbid(unsafe_code)]
+
+mod cluster;
+mod ports;
+mod server;
+
+pub use cluster::RedisCluster;
+pub use server::{RedisServer, cli, raw_command};
+
+/// Panics with an install hint unless `redis-server` and `redis-cli` run.
+pub fn require_redis() {
+    for (program, package) in [
+        ("redis-server", "redis-server"),
+        ("redis-cli", "redis-tools"),
+    ] {
+        let ok = std::process::Command::new(program)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        assert!(
+            ok,
+            "`{program}` is missing: install it with `apt-get install redis-server redis-tools` \
+             (package {package}; Redis 7.0+ for sharded pub/sub)"
+        );
+    }
+}
