@@ -14,15 +14,19 @@ pub struct Config {
     pub pin: bool,
     /// First CPU to pin to.
     pub cpu_offset: usize,
-    /// Submission queue entries per ring.
+    /// Submission queue entries of a core's main ring (extra lanes get a
+    /// quarter).
     pub ring_entries: u32,
-    /// Provided receive buffers per core (a power of two).
+    /// Provided receive buffers per lane (a power of two).
     pub recv_buffers: u16,
     /// Size of each receive buffer.
     pub recv_buffer_size: u32,
-    /// Connections one core may hold (its fixed file table; at most the
-    /// process's `RLIMIT_NOFILE`).
+    /// Connections one core may hold. Sockets live in fixed file tables of
+    /// at most `files_per_lane` (and `RLIMIT_NOFILE`) entries; past that,
+    /// the core runs more rings ("lanes"), one table each.
     pub max_connections_per_core: u32,
+    /// The size of one lane's fixed file table.
+    pub files_per_lane: u32,
     /// Listen backlog.
     pub backlog: i32,
     /// Bytes queued for one connection before it is closed as a slow consumer.
@@ -57,9 +61,10 @@ impl Default for Config {
             pin: true,
             cpu_offset: 0,
             ring_entries: 4096,
-            recv_buffers: 4096,
+            recv_buffers: 1024,
             recv_buffer_size: 4096,
-            max_connections_per_core: 16_384,
+            max_connections_per_core: 65_536,
+            files_per_lane: 16_384,
             backlog: 4096,
             send_queue_limit: 1 << 20,
             limits: ringhub_proto::Limits::default(),

@@ -67,8 +67,10 @@ impl SendOp {
 /// A connection owned by one core.
 #[derive(Debug)]
 pub struct Conn<S> {
-    /// Index in the ring's fixed file table.
+    /// Index in its lane's fixed file table.
     pub fd: u32,
+    /// The lane (ring) whose file table holds the socket.
+    pub lane: u8,
     /// Distinguishes this connection from earlier users of its slab slot.
     pub generation: u32,
     pub phase: Phase,
@@ -96,9 +98,10 @@ pub struct Conn<S> {
 }
 
 impl<S: Default> Conn<S> {
-    pub fn new(fd: u32, generation: u32, now: Tick) -> Conn<S> {
+    pub fn new(lane: u8, fd: u32, generation: u32, now: Tick) -> Conn<S> {
         Conn {
             fd,
+            lane,
             generation,
             phase: Phase::Handshake,
             flags: 0,

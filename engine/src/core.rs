@@ -2,7 +2,7 @@
 //! handler, and the loop that turns completions into handler calls.
 
 use io_uring::types::{Fd, TimeoutFlags, Timespec};
-use io_uring::{IoUring, cqueue, opcode, types};
+use io_uring::{cqueue, opcode, types};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -14,13 +14,13 @@ use crate::conn::{Phase, flag};
 use crate::error::EngineError;
 use crate::handler::{CloseReason, Ctx, Handler};
 use crate::io::Io;
+use crate::lane::Lane;
 use crate::listener::Listener;
 use crate::mailbox::Inbox;
-use crate::ring::build_ring;
 use crate::stats::CoreStats;
 use crate::token::{ConnOp, RingOp, Token};
 
-/// Connections the accept path keeps free in the fixed file table: a
+/// Connections the accept path keeps free in a fixed file table: a
 /// multishot accept may land a few more before its cancel takes effect, and
 /// a full table makes the kernel accept and then drop (-ENFILE).
 const TABLE_HEADROOM: u32 = 64;
@@ -31,11 +31,32 @@ pub(crate) struct Shared {
     pub shutdown: std::sync::atomic::AtomicBool,
 }
 
+/// The soft `RLIMIT_NOFILE`: no fixed file table may be larger.
+fn nofile_limit() -> u32 {
+    // SAFETY: getrlimit writes into a live rlimit struct.
+    let mut lim: libc::rlimit = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return 1024;
+    }
+    lim.rlim_cur.min(1 << 20) as u32
+}
+
+/// How one core's connections are split into fixed file tables: the table
+/// size and the number of lanes.
+pub(crate) fn lane_plan(max_connections: u32, files_per_lane: u32, nofile: u32) -> (u32, usize) {
+    let table = max_connections
+        .min(files_per_lane)
+        .min(nofile)
+        .max(TABLE_HEADROOM * 4);
+    let lanes = max_connections.div_ceil(table).clamp(1, 64);
+    (table, lanes as usize)
+}
+
 pub(crate) struct Core<H: Handler> {
-    // Field order matters: the ring is dropped before the buffers the kernel
-    // may still write into.
-    ring: IoUring,
-    bufs: BufRing,
+    // Field order matters: the lanes (rings) go before anything the kernel
+    // may still point into.
+    lanes: Vec<Lane>,
     handler: H,
     io: Io<H>,
     listener: Option<Listener>,
@@ -44,11 +65,10 @@ pub(crate) struct Core<H: Handler> {
     started: Instant,
     tick_spec: Box<Timespec>,
     wake_buf: Box<u64>,
-    table_size: u32,
-    accepting: bool,
     /// Tick by which a shutdown must be finished.
     shutdown_deadline: Option<u32>,
     due: Vec<u64>,
+    cqes: Vec<(u64, i32, u32)>,
 }
 
 impl<H: Handler> Core<H> {
@@ -63,22 +83,33 @@ impl<H: Handler> Core<H> {
         shared: Arc<Shared>,
         stats: Arc<CoreStats>,
     ) -> Result<Core<H>, EngineError> {
-        let (ring, _mode) = build_ring(config.ring_entries)?;
-        let table_size = config.max_connections_per_core.max(TABLE_HEADROOM * 2);
-        ring.submitter()
-            .register_files_sparse(table_size)
-            .map_err(|source| EngineError::Io {
-                what: "registering the fixed file table (is max_connections_per_core above RLIMIT_NOFILE?)",
-                source,
-            })?;
-        let bufs = BufRing::register(&ring, 0, config.recv_buffers, config.recv_buffer_size)
-            .map_err(EngineError::io("registering the provided-buffer ring"))?;
+        let (table, lane_count) = lane_plan(
+            config.max_connections_per_core,
+            config.files_per_lane,
+            nofile_limit(),
+        );
+        let mut lanes = Vec::with_capacity(lane_count);
+        for i in 0..lane_count {
+            let entries = if i == 0 {
+                config.ring_entries
+            } else {
+                (config.ring_entries / 4).max(64)
+            };
+            lanes.push(Lane::new(
+                i,
+                entries,
+                table,
+                config.recv_buffers,
+                config.recv_buffer_size,
+            )?);
+        }
         let tick = config.tick;
+        let mut io = Io::new(core_id, config, outboxes, stats);
+        io.sqes = (0..lane_count).map(|_| Vec::with_capacity(256)).collect();
         Ok(Core {
-            ring,
-            bufs,
+            lanes,
             handler,
-            io: Io::new(core_id, config, outboxes, stats),
+            io,
             listener: Some(listener),
             inbox,
             shared,
@@ -89,10 +120,9 @@ impl<H: Handler> Core<H> {
                     .nsec(tick.subsec_nanos()),
             ),
             wake_buf: Box::new(0),
-            table_size,
-            accepting: false,
             shutdown_deadline: None,
             due: Vec::new(),
+            cqes: Vec::with_capacity(1024),
         })
     }
 
@@ -100,26 +130,41 @@ impl<H: Handler> Core<H> {
         &self.io.config
     }
 
-    fn arm_accept(&mut self) {
-        if let Some(l) = &self.listener
-            && !self.accepting
-        {
-            self.accepting = true;
-            let sqe = opcode::AcceptMulti::new(Fd(l.as_raw_fd()))
-                .allocate_file_index(true)
-                .build()
-                .user_data(Token::ring(RingOp::Accept));
-            self.io.sqes.push(sqe);
-        }
+    /// The lane accepting now, if any.
+    fn accepting_lane(&self) -> Option<usize> {
+        self.lanes.iter().position(|l| l.accepting)
     }
 
-    fn cancel_accept(&mut self) {
-        if self.accepting {
-            let sqe = opcode::AsyncCancel::new(Token::ring(RingOp::Accept))
-                .build()
-                .user_data(Token::ring(RingOp::Cancel));
-            self.io.sqes.push(sqe);
+    /// Arms the multishot accept on the first lane with room, unless one is
+    /// armed already or the core is stopping.
+    fn arm_accept(&mut self) {
+        if self.io.shutting_down || self.accepting_lane().is_some() {
+            return;
         }
+        let Some(fd) = self.listener.as_ref().map(AsRawFd::as_raw_fd) else {
+            return;
+        };
+        // Leave room for the connections a cancelled accept may still land.
+        let Some(lane) = self
+            .lanes
+            .iter()
+            .position(|l| l.has_room(2 * TABLE_HEADROOM))
+        else {
+            return;
+        };
+        self.lanes[lane].accepting = true;
+        let sqe = opcode::AcceptMulti::new(Fd(fd))
+            .allocate_file_index(true)
+            .build()
+            .user_data(Token::ring(RingOp::Accept));
+        self.io.push(lane as u8, sqe);
+    }
+
+    fn cancel_accept(&mut self, lane: usize) {
+        let sqe = opcode::AsyncCancel::new(Token::ring(RingOp::Accept))
+            .build()
+            .user_data(Token::ring(RingOp::Cancel));
+        self.io.push(lane as u8, sqe);
     }
 
     fn arm_wake(&mut self) {
@@ -130,7 +175,7 @@ impl<H: Handler> Core<H> {
         )
         .build()
         .user_data(Token::ring(RingOp::Wake));
-        self.io.sqes.push(sqe);
+        self.io.push(0, sqe);
     }
 
     fn arm_tick(&mut self) {
@@ -138,7 +183,18 @@ impl<H: Handler> Core<H> {
             .flags(TimeoutFlags::MULTISHOT)
             .build()
             .user_data(Token::ring(RingOp::Tick));
-        self.io.sqes.push(sqe);
+        self.io.push(0, sqe);
+    }
+
+    /// Lane 0 watches lane `lane`'s completion eventfd.
+    fn arm_lane_poll(&mut self, lane: usize) {
+        if let Some(fd) = self.lanes[lane].eventfd() {
+            let sqe = opcode::PollAdd::new(Fd(fd), libc::POLLIN as u32)
+                .multi(true)
+                .build()
+                .user_data(Token::lane_ready(lane as u8));
+            self.io.push(0, sqe);
+        }
     }
 
     /// Runs until shutdown has drained.
@@ -146,21 +202,16 @@ impl<H: Handler> Core<H> {
         self.arm_accept();
         self.arm_wake();
         self.arm_tick();
-        let mut cqes: Vec<(u64, i32, u32)> = Vec::with_capacity(1024);
+        for lane in 1..self.lanes.len() {
+            self.arm_lane_poll(lane);
+        }
         loop {
             self.io.flush();
             self.deliver_closes();
             self.io.flush();
-            self.bufs.commit();
             self.submit_and_wait()?;
-            cqes.clear();
-            cqes.extend(
-                self.ring
-                    .completion()
-                    .map(|c| (c.user_data(), c.result(), c.flags())),
-            );
-            for &(user_data, res, flags) in &cqes {
-                self.dispatch(user_data, res, flags);
+            for lane in 0..self.lanes.len() {
+                self.reap_lane(lane);
             }
             if self.finished() {
                 return Ok(());
@@ -168,46 +219,36 @@ impl<H: Handler> Core<H> {
         }
     }
 
-    /// Pushes this turn's submissions and waits for at least one completion.
+    /// Publishes recycled buffers and pushes this turn's submissions to
+    /// every lane, then waits on lane 0 for at least one completion.
     fn submit_and_wait(&mut self) -> Result<(), EngineError> {
-        let mut pending = std::mem::take(&mut self.io.sqes);
-        let mut start = 0;
-        loop {
-            {
-                let mut sq = self.ring.submission();
-                while start < pending.len() {
-                    // SAFETY: every entry points only at memory that outlives
-                    // its completion: boxed send headers held by the
-                    // connection, the boxed tick timespec and wake buffer, or
-                    // nothing at all.
-                    if unsafe { sq.push(&pending[start]) }.is_err() {
-                        break;
-                    }
-                    start += 1;
-                }
-            }
-            let want = if start == pending.len() { 1 } else { 0 };
-            match self.ring.submitter().submit_and_wait(want) {
-                Ok(_) => {}
-                Err(e) if e.raw_os_error() == Some(libc::EINTR) => {}
-                // The completion queue is full: reap before submitting more.
-                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => break,
-                Err(source) => {
-                    return Err(EngineError::Io {
-                        what: "io_uring_enter",
-                        source,
-                    });
-                }
-            }
-            if start == pending.len() {
-                break;
-            }
+        for lane in (0..self.lanes.len()).rev() {
+            self.lanes[lane].bufs.commit();
+            let wait = usize::from(lane == 0);
+            let mut pending = std::mem::take(&mut self.io.sqes[lane]);
+            let pushed = self.lanes[lane].submit(&pending, wait)?;
+            pending.drain(..pushed);
+            // Leftovers (after EBUSY) go first next turn.
+            pending.append(&mut self.io.sqes[lane]);
+            self.io.sqes[lane] = pending;
         }
-        pending.drain(..start);
-        // Leftovers (after EBUSY) go first next turn.
-        pending.append(&mut self.io.sqes);
-        self.io.sqes = pending;
         Ok(())
+    }
+
+    /// Handles every completion lane `lane` has posted.
+    fn reap_lane(&mut self, lane: usize) {
+        let mut cqes = std::mem::take(&mut self.cqes);
+        cqes.clear();
+        cqes.extend(
+            self.lanes[lane]
+                .ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(user_data, res, flags) in &cqes {
+            self.dispatch(lane, user_data, res, flags);
+        }
+        self.cqes = cqes;
     }
 
     fn now_tick(&self) -> u32 {
@@ -215,7 +256,7 @@ impl<H: Handler> Core<H> {
         (self.started.elapsed().as_nanos() / tick) as u32
     }
 
-    fn dispatch(&mut self, user_data: u64, res: i32, flags: u32) {
+    fn dispatch(&mut self, lane: usize, user_data: u64, res: i32, flags: u32) {
         match Token::decode(user_data) {
             Token::Conn {
                 op,
@@ -230,12 +271,12 @@ impl<H: Handler> Core<H> {
                 if !live {
                     // A stale completion: give back any buffer it carries.
                     if let Some(bid) = BufRing::buffer_id(flags) {
-                        self.bufs.recycle(bid);
+                        self.lanes[lane].bufs.recycle(bid);
                     }
                     return;
                 }
                 match op {
-                    ConnOp::Recv => self.on_recv(index, res, flags),
+                    ConnOp::Recv => self.on_recv(lane, index, res, flags),
                     ConnOp::Send => self.io.on_send(index, res),
                     ConnOp::Close | ConnOp::Cancel => {
                         if let Some(c) = self.io.conns.get_mut(index as usize) {
@@ -245,49 +286,57 @@ impl<H: Handler> Core<H> {
                 }
                 self.reap(index);
             }
-            Token::Ring(RingOp::Accept) => self.on_accept(res, flags),
+            Token::Ring(RingOp::Accept) => self.on_accept(lane, res, flags),
             Token::Ring(RingOp::Tick) => self.on_tick(flags),
             Token::Ring(RingOp::Wake) => self.on_wake(),
+            Token::LaneReady(ready) => {
+                let ready = usize::from(ready);
+                if ready < self.lanes.len() {
+                    self.lanes[ready].reset_eventfd();
+                    if !cqueue::more(flags) {
+                        self.arm_lane_poll(ready);
+                    }
+                }
+            }
             Token::Ring(RingOp::Cancel) | Token::Unknown(_) => {}
         }
     }
 
     fn reap(&mut self, index: u32) {
-        if self.io.reap(index) {
-            let open = self.io.conns.len() as u64;
-            CoreStats::set(&self.io.stats.open, open);
-            // Room again in the file table: resume accepting.
-            if !self.accepting
-                && !self.io.shutting_down
-                && (self.io.conns.len() as u32) < self.table_size - 2 * TABLE_HEADROOM
-            {
-                self.arm_accept();
-            }
+        if let Some(lane) = self.io.reap(index) {
+            let lane = usize::from(lane);
+            self.lanes[lane].conns = self.lanes[lane].conns.saturating_sub(1);
+            CoreStats::set(&self.io.stats.open, self.io.conns.len() as u64);
+            // Room again in a file table: resume accepting if stopped.
+            self.arm_accept();
         }
     }
 
-    fn on_accept(&mut self, res: i32, flags: u32) {
+    fn on_accept(&mut self, lane: usize, res: i32, flags: u32) {
         if !cqueue::more(flags) {
-            self.accepting = false;
+            self.lanes[lane].accepting = false;
         }
         if res >= 0 {
             let fd = res as u32;
             CoreStats::add(&self.io.stats.accepted, 1);
             if self.io.shutting_down {
-                self.io.sqes.push(
-                    opcode::Close::new(types::Fixed(fd))
-                        .build()
-                        .user_data(Token::ring(RingOp::Cancel)),
-                );
+                let sqe = opcode::Close::new(types::Fixed(fd))
+                    .build()
+                    .user_data(Token::ring(RingOp::Cancel));
+                self.io.push(lane as u8, sqe);
                 return;
             }
-            let index = self.io.insert(fd);
+            let index = self.io.insert(lane as u8, fd);
+            self.lanes[lane].conns += 1;
             CoreStats::set(&self.io.stats.open, self.io.conns.len() as u64);
             let deadline = self.io.now + self.config().ticks(self.config().handshake_timeout);
             self.io.arm_timer(index, deadline);
-            self.io.arm_recv(index, self.bufs.bgid());
-            if self.io.conns.len() as u32 + TABLE_HEADROOM >= self.table_size {
-                self.cancel_accept();
+            let bgid = self.lanes[lane].bgid();
+            self.io.arm_recv(index, bgid);
+            // Switch tables before this one fills: a full table makes the
+            // kernel accept and then drop the connection (-ENFILE).
+            if self.lanes[lane].accepting && !self.lanes[lane].has_room(TABLE_HEADROOM) {
+                self.cancel_accept(lane);
             }
         } else if res == -libc::EINVAL || res == -libc::EBADF {
             // The listener itself is unusable (or closed for shutdown):
@@ -297,15 +346,10 @@ impl<H: Handler> Core<H> {
         } else if res != -libc::ECANCELED {
             CoreStats::add(&self.io.stats.accept_errors, 1);
         }
-        if !self.accepting
-            && !self.io.shutting_down
-            && (self.io.conns.len() as u32) + TABLE_HEADROOM < self.table_size
-        {
-            self.arm_accept();
-        }
+        self.arm_accept();
     }
 
-    fn on_recv(&mut self, index: u32, res: i32, flags: u32) {
+    fn on_recv(&mut self, lane: usize, index: u32, res: i32, flags: u32) {
         let more = cqueue::more(flags);
         if !more && let Some(c) = self.io.conns.get_mut(index as usize) {
             c.clear(flag::RECV_ARMED);
@@ -319,9 +363,10 @@ impl<H: Handler> Core<H> {
                 c.last_rx = self.io.now;
                 c.clear(flag::PING_OUT);
             }
-            let data = self.bufs.data(bid, res as usize);
+            let bufs = &mut self.lanes[lane].bufs;
+            let data = bufs.data(bid, res as usize);
             crate::ws::on_bytes(&mut self.io, &mut self.handler, index, data);
-            self.bufs.recycle(bid);
+            bufs.recycle(bid);
         } else if res == 0 {
             // The peer closed (or shut down writing): nothing more will come.
             self.io.teardown(index);
@@ -336,7 +381,8 @@ impl<H: Handler> Core<H> {
             .get(index as usize)
             .is_some_and(|c| c.phase != Phase::Gone && !c.has(flag::RECV_ARMED));
         if live {
-            self.io.arm_recv(index, self.bufs.bgid());
+            let bgid = self.lanes[lane].bgid();
+            self.io.arm_recv(index, bgid);
         }
     }
 
@@ -445,7 +491,9 @@ impl<H: Handler> Core<H> {
     /// connection; the loop ends when they are gone or the grace has passed.
     fn begin_shutdown(&mut self) {
         self.io.shutting_down = true;
-        self.cancel_accept();
+        if let Some(lane) = self.accepting_lane() {
+            self.cancel_accept(lane);
+        }
         // Closing our listener makes the kernel route new connections to the
         // siblings (or refuse them once all are closed).
         self.listener = None;
@@ -498,5 +546,22 @@ impl<H: Handler> Core<H> {
                 self.handler.on_close(&mut ctx, id, reason);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lanes_split_connections_into_tables_the_fd_limit_allows() {
+        // 100k per core with nofile at 20,000: seven tables of 16,384.
+        assert_eq!(lane_plan(100_000, 16_384, 20_000), (16_384, 7));
+        // A low nofile shrinks the tables and adds lanes.
+        assert_eq!(lane_plan(100_000, 16_384, 10_000), (10_000, 10));
+        // Small servers use one table sized to need.
+        assert_eq!(lane_plan(1_000, 16_384, 20_000), (1_000, 1));
+        // Tables never go below what the accept headroom needs.
+        assert_eq!(lane_plan(1_024, 10, 20_000), (256, 4));
     }
 }

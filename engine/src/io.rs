@@ -58,8 +58,9 @@ pub struct Io<H: Handler> {
     pub(crate) config: Arc<Config>,
     pub(crate) conns: Slab<Conn<H::State>>,
     next_generation: u32,
-    /// Submissions made this turn, pushed to the ring before it is entered.
-    pub(crate) sqes: Vec<squeue::Entry>,
+    /// Submissions made this turn, per lane (ring), pushed before the rings
+    /// are entered.
+    pub(crate) sqes: Vec<Vec<squeue::Entry>>,
     /// Connections with queued bytes to flush at the end of the turn.
     dirty: Vec<u32>,
     /// Boxes for in-flight sendmsg headers, reused. Boxed because the
@@ -97,7 +98,7 @@ impl<H: Handler> Io<H> {
             // and never moved by a growth.
             conns: Slab::with_capacity(config.max_connections_per_core as usize),
             next_generation: 1,
-            sqes: Vec::with_capacity(256),
+            sqes: Vec::new(),
             dirty: Vec::new(),
             send_ops: Vec::new(),
             wheel: TimerWheel::new(4096),
@@ -114,12 +115,17 @@ impl<H: Handler> Io<H> {
         }
     }
 
-    /// Inserts a connection accepted into fixed slot `fd`.
-    pub(crate) fn insert(&mut self, fd: u32) -> u32 {
+    /// Inserts a connection accepted into fixed slot `fd` of lane `lane`.
+    pub(crate) fn insert(&mut self, lane: u8, fd: u32) -> u32 {
         let generation = self.next_generation;
         self.next_generation = (self.next_generation + 1) & GEN_MASK;
-        let conn = Conn::new(fd, generation, self.now);
+        let conn = Conn::new(lane, fd, generation, self.now);
         self.conns.insert(conn) as u32
+    }
+
+    /// Queues a submission for lane `lane`.
+    pub(crate) fn push(&mut self, lane: u8, sqe: squeue::Entry) {
+        self.sqes[usize::from(lane)].push(sqe);
     }
 
     pub(crate) fn id(&self, index: u32) -> ConnId {
@@ -169,7 +175,8 @@ impl<H: Handler> Io<H> {
         let sqe = opcode::RecvMulti::new(Fixed(c.fd), bgid)
             .build()
             .user_data(token);
-        self.sqes.push(sqe);
+        let lane = c.lane;
+        self.push(lane, sqe);
     }
 
     pub(crate) fn mark_dirty(&mut self, index: u32) {
@@ -335,29 +342,29 @@ impl<H: Handler> Io<H> {
         }
         let was_open = c.phase == Phase::Open;
         c.phase = Phase::Gone;
-        let fd = c.fd;
-        if c.has(flag::RECV_ARMED) || c.has(flag::SENDING) {
-            c.inflight += 1;
-            self.sqes.push(
+        let (fd, lane) = (c.fd, c.lane);
+        let busy = c.has(flag::RECV_ARMED) || c.has(flag::SENDING);
+        c.inflight += 1 + u8::from(busy);
+        if busy {
+            self.push(
+                lane,
                 opcode::AsyncCancel2::new(CancelBuilder::fd(Fixed(fd)).all())
                     .build()
                     .user_data(cancel),
             );
         }
-        c.inflight += 1;
-        self.sqes
-            .push(opcode::Close::new(Fixed(fd)).build().user_data(close));
+        self.push(lane, opcode::Close::new(Fixed(fd)).build().user_data(close));
         if was_open {
             self.closed.push((id, CloseReason::Vanished));
         }
     }
 
     /// Frees the slot of `index` if nothing of it is in flight any more.
-    /// Returns true if it was removed.
-    pub(crate) fn reap(&mut self, index: u32) -> bool {
+    /// Returns the lane whose file table it left.
+    pub(crate) fn reap(&mut self, index: u32) -> Option<u8> {
         match self.conns.get(index as usize) {
             Some(c) if c.phase == Phase::Gone && c.inflight == 0 => {}
-            _ => return false,
+            _ => return None,
         }
         let mut c = self.conns.remove(index as usize);
         if let Some(op) = c.send_op.take()
@@ -366,7 +373,7 @@ impl<H: Handler> Io<H> {
             self.send_ops.push(op);
         }
         c.sendq.clear();
-        true
+        Some(c.lane)
     }
 
     /// Submits one sendmsg for every connection with queued bytes and none
@@ -410,7 +417,8 @@ impl<H: Handler> Io<H> {
             };
             c.set(flag::SENDING);
             c.inflight += 1;
-            self.sqes.push(sqe);
+            let lane = c.lane;
+            self.push(lane, sqe);
         }
         // Keep the allocation for the next turn.
         if self.dirty.is_empty() {

@@ -12,6 +12,7 @@ mod core;
 mod error;
 mod handler;
 mod io;
+mod lane;
 mod listener;
 mod mailbox;
 mod ring;

@@ -15,6 +15,8 @@ pub enum RingMode {
     SingleIssuerCoop,
     /// `COOP_TASKRUN | TASKRUN_FLAG` (5.19+).
     Coop,
+    /// `SINGLE_ISSUER` alone: for extra rings the thread does not wait on.
+    SingleIssuer,
     /// No optional flags.
     Plain,
 }
@@ -29,14 +31,15 @@ const REQUIRED: &[(u8, &str)] = &[
     (opcode::Timeout::CODE, "TIMEOUT"),
     (opcode::Read::CODE, "READ"),
     (opcode::MsgRingData::CODE, "MSG_RING"),
+    (opcode::PollAdd::CODE, "POLL_ADD"),
 ];
+
+type Apply = fn(&mut io_uring::Builder);
 
 /// Builds one ring with `entries` submission slots, trying flag sets from the
 /// fastest down; only `EINVAL` (flag unknown to this kernel) moves down the
 /// chain, any other error is diagnosed.
 pub fn build_ring(entries: u32) -> Result<(IoUring, RingMode), EngineError> {
-    let cq = entries.saturating_mul(8).next_power_of_two();
-    type Apply = fn(&mut io_uring::Builder);
     let attempts: [(RingMode, Apply); 4] = [
         (RingMode::DeferTaskrun, |b| {
             b.setup_single_issuer().setup_defer_taskrun();
@@ -49,8 +52,30 @@ pub fn build_ring(entries: u32) -> Result<(IoUring, RingMode), EngineError> {
         }),
         (RingMode::Plain, |_| {}),
     ];
+    build_first(entries, &attempts)
+}
+
+/// Builds a ring the thread never waits on: it signals an eventfd that the
+/// thread's main ring polls. Its completions must be posted without the
+/// thread entering it, so neither DEFER_TASKRUN (completions wait for the
+/// owner to enter) nor COOP_TASKRUN (no wake-up of the sleeping owner).
+pub fn build_extra_ring(entries: u32) -> Result<(IoUring, RingMode), EngineError> {
+    let attempts: [(RingMode, Apply); 2] = [
+        (RingMode::SingleIssuer, |b| {
+            b.setup_single_issuer();
+        }),
+        (RingMode::Plain, |_| {}),
+    ];
+    build_first(entries, &attempts)
+}
+
+fn build_first(
+    entries: u32,
+    attempts: &[(RingMode, Apply)],
+) -> Result<(IoUring, RingMode), EngineError> {
+    let cq = entries.saturating_mul(8).next_power_of_two();
     let mut last = None;
-    for (mode, apply) in attempts {
+    for &(mode, apply) in attempts {
         let mut builder = IoUring::builder();
         builder.setup_cqsize(cq).setup_submit_all();
         apply(&mut builder);

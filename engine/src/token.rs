@@ -36,6 +36,8 @@ pub enum Token {
     },
     /// A ring-level operation.
     Ring(RingOp),
+    /// Lane `n` (an extra ring of the core) has completions to reap.
+    LaneReady(u8),
     /// A value this reactor never submits (ignored, counted as a bug).
     Unknown(u64),
 }
@@ -54,6 +56,10 @@ pub enum RingOp {
     Cancel = 4,
 }
 
+/// Ring-level values from this one up name lane `value - LANE_BASE`'s
+/// completion eventfd becoming readable.
+const LANE_BASE: u64 = 0x100;
+
 impl Token {
     /// Packs a connection operation.
     pub fn conn(op: ConnOp, index: u32, generation: u32) -> u64 {
@@ -63,6 +69,11 @@ impl Token {
     /// Packs a ring-level operation.
     pub fn ring(op: RingOp) -> u64 {
         (RING << 60) | op as u64
+    }
+
+    /// Packs the readiness poll of lane `lane`'s eventfd.
+    pub fn lane_ready(lane: u8) -> u64 {
+        (RING << 60) | (LANE_BASE + u64::from(lane))
     }
 
     /// Unpacks a `user_data` from a completion.
@@ -85,6 +96,9 @@ impl Token {
                 2 => Token::Ring(RingOp::Tick),
                 3 => Token::Ring(RingOp::Wake),
                 4 => Token::Ring(RingOp::Cancel),
+                n if (LANE_BASE..LANE_BASE + 256).contains(&n) => {
+                    Token::LaneReady((n - LANE_BASE) as u8)
+                }
                 _ => Token::Unknown(user_data),
             },
             _ => Token::Unknown(user_data),
@@ -137,5 +151,12 @@ mod tests {
             assert_eq!(Token::decode(Token::ring(op)), Token::Ring(op));
         }
         assert_eq!(Token::decode(0), Token::Unknown(0));
+        for lane in [0u8, 1, 255] {
+            assert!(Token::lane_ready(lane) > highest_conn);
+            assert_eq!(
+                Token::decode(Token::lane_ready(lane)),
+                Token::LaneReady(lane)
+            );
+        }
     }
 }
