@@ -40,6 +40,9 @@ pub mod flag {
     pub const PING_OUT: u16 = 1 << 6;
     /// permessage-deflate was negotiated.
     pub const DEFLATE: u16 = 1 << 7;
+    /// Half-closed after the last byte went out: reading (and dropping)
+    /// until the peer's FIN, so the close never turns into a reset.
+    pub const LINGER: u16 = 1 << 8;
 }
 
 /// The memory behind one in-flight `sendmsg`: the header and its iovecs

@@ -278,7 +278,7 @@ impl<H: Handler> Core<H> {
                 match op {
                     ConnOp::Recv => self.on_recv(lane, index, res, flags),
                     ConnOp::Send => self.io.on_send(index, res),
-                    ConnOp::Close | ConnOp::Cancel => {
+                    ConnOp::Close | ConnOp::Cancel | ConnOp::Shutdown => {
                         if let Some(c) = self.io.conns.get_mut(index as usize) {
                             c.inflight = c.inflight.saturating_sub(1);
                         }

@@ -359,6 +359,38 @@ impl<H: Handler> Io<H> {
         }
     }
 
+    /// The last byte is out: half-close, then read and drop until the peer's
+    /// FIN or the close timeout. Closing a socket with unread input makes
+    /// the kernel send a reset, which can destroy the close frame (or HTTP
+    /// error) still in flight to the peer.
+    pub(crate) fn linger(&mut self, index: u32) {
+        let token = self.token(ConnOp::Shutdown, index);
+        let now = self.now;
+        let close_timeout = self.config.ticks(self.config.close_timeout);
+        let Some(c) = self.conns.get_mut(index as usize) else {
+            return;
+        };
+        if c.phase == Phase::Gone || c.has(flag::LINGER) {
+            return;
+        }
+        if !c.has(flag::RECV_ARMED) {
+            self.teardown(index);
+            return;
+        }
+        c.set(flag::LINGER);
+        c.phase = Phase::Closing;
+        c.mark = now;
+        c.inflight += 1;
+        let (fd, lane) = (c.fd, c.lane);
+        self.push(
+            lane,
+            opcode::Shutdown::new(Fixed(fd), libc::SHUT_WR)
+                .build()
+                .user_data(token),
+        );
+        self.arm_timer(index, now + close_timeout);
+    }
+
     /// Frees the slot of `index` if nothing of it is in flight any more.
     /// Returns the lane whose file table it left.
     pub(crate) fn reap(&mut self, index: u32) -> Option<u8> {
@@ -391,7 +423,7 @@ impl<H: Handler> Io<H> {
             }
             if c.sendq.is_empty() {
                 if c.has(flag::CLOSE_AFTER_FLUSH) {
-                    self.teardown(index);
+                    self.linger(index);
                 }
                 continue;
             }

@@ -32,6 +32,7 @@ const REQUIRED: &[(u8, &str)] = &[
     (opcode::Read::CODE, "READ"),
     (opcode::MsgRingData::CODE, "MSG_RING"),
     (opcode::PollAdd::CODE, "POLL_ADD"),
+    (opcode::Shutdown::CODE, "SHUTDOWN"),
 ];
 
 type Apply = fn(&mut io_uring::Builder);

@@ -18,6 +18,8 @@ pub enum ConnOp {
     Close = 3,
     /// Cancelling the connection's pending operations.
     Cancel = 4,
+    /// Half-closing the socket (SHUT_WR) before the final close.
+    Shutdown = 5,
 }
 
 const RING: u64 = 0xF;
@@ -91,6 +93,7 @@ impl Token {
             2 => conn(ConnOp::Send),
             3 => conn(ConnOp::Close),
             4 => conn(ConnOp::Cancel),
+            5 => conn(ConnOp::Shutdown),
             RING => match user_data & 0xFFFF_FFFF {
                 1 => Token::Ring(RingOp::Accept),
                 2 => Token::Ring(RingOp::Tick),
@@ -117,6 +120,7 @@ mod tests {
             (ConnOp::Send, u32::MAX, GEN_MASK),
             (ConnOp::Close, 12345, 7),
             (ConnOp::Cancel, 1, 1 << 27),
+            (ConnOp::Shutdown, 99, 5),
         ] {
             let t = Token::decode(Token::conn(op, index, generation));
             assert_eq!(

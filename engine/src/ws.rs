@@ -21,7 +21,7 @@ pub(crate) fn on_bytes<H: Handler>(io: &mut Io<H>, handler: &mut H, index: u32, 
     let Some(c) = io.conns.get_mut(index as usize) else {
         return;
     };
-    if c.phase == Phase::Gone {
+    if c.phase == Phase::Gone || c.has(flag::LINGER) {
         return;
     }
     if c.leftover.is_empty() {

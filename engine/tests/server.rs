@@ -6,6 +6,7 @@ mod common;
 use std::io::Write;
 use std::time::Duration;
 
+use common::handler;
 use common::*;
 use tungstenite::Message;
 
@@ -264,4 +265,96 @@ fn connections_spill_over_into_more_file_tables() {
     send(&mut ws, "again");
     assert_eq!(recv_text(&mut ws), "again");
     stop(server);
+}
+
+/// A Python interpreter that has `websockets`, or a failure saying how to
+/// get one.
+fn python_with_websockets() -> String {
+    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = std::process::Command::new(&python)
+        .args(["-c", "import websockets"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "this test needs Python's `websockets`: run `python3 -m venv .venv && \
+         .venv/bin/pip install -r scripts/requirements-test.txt` and put .venv/bin \
+         on PATH (scripts/test does both), or set PYTHON"
+    );
+    python
+}
+
+#[test]
+fn permessage_deflate_interoperates_with_python_websockets() {
+    let python = python_with_websockets();
+    let server = start(2, |_| {});
+    let script = r#"
+import asyncio, sys, websockets
+async def main(url):
+    async with websockets.connect(url, compression="deflate", max_size=None) as ws:
+        ext = ws.response.headers.get("Sec-WebSocket-Extensions", "")
+        assert "permessage-deflate" in ext, ext
+        big = "abc" * 20000
+        await ws.send(big)
+        assert await ws.recv() == big
+        await ws.send(["part1" * 100, "part2" * 100])
+        assert await ws.recv() == "part1" * 100 + "part2" * 100
+        await ws.send(b"\x00\x01" * 5000)
+        assert await ws.recv() == b"\x00\x01" * 5000
+        await ws.send('{"type":"subscribe","topic":"z"}')
+        msg = '{"type":"publish","topic":"z","data":"' + "q" * 1000 + '"}'
+        await ws.send(msg)
+        assert await ws.recv() == msg
+    print("ok")
+asyncio.run(asyncio.wait_for(main(sys.argv[1]), 20))
+"#;
+    let url = format!("ws://{}/ws", server.local_addr());
+    let out = std::process::Command::new(python)
+        .args(["-c", script, &url])
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("ok"),
+        "python client failed:\n{stdout}\n{stderr}"
+    );
+    stop(server);
+}
+
+#[test]
+fn compressible_replies_go_out_compressed_once_negotiated() {
+    let server = start(1, |_| {});
+    let mut s = raw(server.local_addr());
+    let request = UPGRADE.replace(
+        "\r\n\r\n",
+        "\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n",
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let head = read_http_head(&mut s);
+    assert!(head.contains("permessage-deflate"), "{head}");
+    assert!(head.contains("client_no_context_takeover"), "{head}");
+    s.write_all(&masked_frame(0x81, &[b'a'; 1000])).unwrap();
+    let mut header = [0u8; 2];
+    std::io::Read::read_exact(&mut s, &mut header).unwrap();
+    assert_eq!(header[0], 0xC1, "FIN | RSV1 | text");
+    assert!(
+        usize::from(header[1] & 0x7F) < 100,
+        "1000 a's compress well"
+    );
+    stop(server);
+}
+
+#[test]
+fn a_core_that_cannot_start_fails_the_server_with_the_reason() {
+    let config = ringhub_engine::Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        cores: 2,
+        pin: false,
+        recv_buffers: 1000, // not a power of two: the kernel would refuse it
+        ..ringhub_engine::Config::default()
+    };
+    let err = ringhub_engine::Server::start(config, |_| handler::PubSub::default())
+        .expect_err("start fails");
+    assert!(err.to_string().contains("provided-buffer ring"), "{err}");
 }

@@ -29,6 +29,8 @@ pub fn start(cores: usize, tweak: impl FnOnce(&mut Config)) -> Server {
         recv_buffers: 256,
         max_connections_per_core: 4096,
         ring_entries: 512,
+        // Lingering closes wait at most this for a client's FIN.
+        close_timeout: Duration::from_secs(1),
         ..Config::default()
     };
     tweak(&mut config);
