@@ -132,6 +132,7 @@ struct Worker<'s> {
     out: Vec<u8>,
     in_progress: usize,
     last_delivery_ns: u64,
+    last_upgrade_ns: u64,
 }
 
 /// Runs a worker to completion: connect, report ready, wait for the go,
@@ -159,6 +160,7 @@ pub fn run(spec: &WorkerSpec, link: &mut dyn Link) -> Result<WorkerReport, Drive
         out: Vec::with_capacity(SCRATCH),
         in_progress: 0,
         last_delivery_ns: 0,
+        last_upgrade_ns: 0,
     };
     w.report.connect_latency = latency_histogram();
 
@@ -243,6 +245,7 @@ impl Worker<'_> {
                 last_progress = now;
             }
         }
+        self.report.connect_active_ns = self.last_upgrade_ns.saturating_sub(start);
     }
 
     fn open(&mut self, local: usize, now: u64) {
@@ -383,6 +386,7 @@ impl Worker<'_> {
             }
             self.poll_once(Some(Duration::from_millis(20)));
         }
+        self.report.active_ns = self.last_delivery_ns.saturating_sub(start);
     }
 
     fn role_of(&self, local: usize) -> Role {
@@ -487,6 +491,7 @@ impl Worker<'_> {
                 Ok(progress) => {
                     if progress.upgraded {
                         conn.upgraded = true;
+                        self.last_upgrade_ns = now;
                         self.shared.counters.established += 1;
                         record_ns(&mut self.report.connect_latency, now - conn.started_ns);
                     }

@@ -131,8 +131,15 @@ impl Members {
 }
 
 impl Drop for Members {
+    /// Closes every member's go line (a waiting worker then aborts) and
+    /// reaps worker processes; by now they have reported or failed, so
+    /// any still running is stopped rather than waited for.
     fn drop(&mut self) {
+        self.go.clear();
         for child in &mut self.children {
+            if !matches!(child.try_wait(), Ok(Some(_))) {
+                let _ = child.kill();
+            }
             let _ = child.wait();
         }
     }
@@ -317,8 +324,9 @@ pub fn worker_process_main() -> Result<(), GroupError> {
     Ok(())
 }
 
-/// Generous bounds: the slowest allowed connect ramp plus the timeout, and
-/// the measured phase plus the drain.
+/// Bounds no healthy run reaches: the connect ramp plus every batch of
+/// `concurrency` connections taking the full timeout, and the measured
+/// phase plus the drain.
 pub fn deadlines_for(specs: &[WorkerSpec]) -> Deadlines {
     let slack = Duration::from_secs(30);
     let ready = specs
@@ -329,7 +337,8 @@ pub fn deadlines_for(specs: &[WorkerSpec]) -> Deadlines {
             } else {
                 s.count as f64 / s.connect_rate as f64
             };
-            Duration::from_secs_f64(ramp) + s.connect_timeout * 2
+            let batches = s.count.div_ceil(s.concurrency.max(1)).max(1) as u32;
+            Duration::from_secs_f64(ramp) + s.connect_timeout.saturating_mul(batches)
         })
         .max()
         .unwrap_or_default();

@@ -37,8 +37,8 @@ pub fn summary(r: &StepResult) -> String {
     );
     let _ = writeln!(
         s,
-        "  connect rate       {:.0} /s over {:.2} s",
-        r.connect_rate, r.connect_secs
+        "  connect rate       {:.0} /s ({} upgrades in {:.2} s; connect phase {:.2} s)",
+        r.connect_rate, c.established, r.connect_active_secs, r.connect_secs
     );
     s.push_str(&latency_line("upgrade latency", &r.connect_latency));
     if r.workload != "connect" {
@@ -72,6 +72,13 @@ pub fn summary(r: &StepResult) -> String {
         r.generator_cpu_max * 100.0,
         r.generator_cpu_secs
     );
+    if let Some(load) = r.host_load {
+        let _ = writeln!(
+            s,
+            "  host               {} CPUs, load average {load:.2}",
+            r.host_cpus
+        );
+    }
     if r.generator_saturated {
         s.push_str("  WARNING: the generator saturated its core: these figures measure the bench, not the server.\n           Add --threads/--processes, or give the generator more cores.\n");
     }

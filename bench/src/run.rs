@@ -82,10 +82,12 @@ pub struct StepResult {
     pub latency: Percentiles,
     pub connect_latency: Percentiles,
     pub connect_secs: f64,
-    /// Established connections per second of the connect phase.
+    /// First connect to last upgrade.
+    pub connect_active_secs: f64,
+    /// Upgrades per second, from the first connect to the last upgrade.
     pub connect_rate: f64,
     pub run_secs: f64,
-    /// Distinct deliveries per second of the measured phase.
+    /// Distinct deliveries per second, from the go to the last delivery.
     pub throughput: f64,
     /// Busiest generator thread's CPU share; above 0.9 it was the bottleneck.
     pub generator_cpu_max: f64,
@@ -93,6 +95,10 @@ pub struct StepResult {
     pub generator_saturated: bool,
     pub server: Option<ServerUsage>,
     pub memory: Vec<MemorySample>,
+    /// CPUs of the host, and its 1-minute load average after the step:
+    /// above the CPU count, something else competed for them.
+    pub host_cpus: usize,
+    pub host_load: Option<f64>,
     pub first_error: Option<String>,
 }
 
@@ -240,14 +246,17 @@ fn result(
         latency: Percentiles::of(&report.latency),
         connect_latency: Percentiles::of(&report.connect_latency),
         connect_secs: secs(report.connect_ns),
-        connect_rate: per_sec(established, report.connect_ns),
+        connect_active_secs: secs(report.connect_active_ns),
+        connect_rate: per_sec(established, report.connect_active_ns),
         run_secs: secs(report.run_ns),
-        throughput: per_sec(report.counters.unique, report.run_ns),
+        throughput: per_sec(report.counters.unique, report.active_ns),
         generator_cpu_max: report.max_cpu_share,
         generator_cpu_secs: secs(report.connect_cpu_ns + report.run_cpu_ns),
         generator_saturated: report.max_cpu_share > SATURATED,
         server,
         memory: watch.memory.clone(),
+        host_cpus: procstat::online_cpus(),
+        host_load: procstat::load_average(),
         first_error: report.first_error.clone(),
     }
 }

@@ -84,6 +84,11 @@ pub struct WorkerReport {
     /// Wall time of the connect phase and of the measured phase.
     pub connect_ns: u64,
     pub run_ns: u64,
+    /// From the start of the measured phase to the last delivery: the
+    /// window throughput is computed over.
+    pub active_ns: u64,
+    /// From the first connect to the last upgrade: the connect rate's window.
+    pub connect_active_ns: u64,
     /// CPU time the worker thread used in each phase.
     pub connect_cpu_ns: u64,
     pub run_cpu_ns: u64,
@@ -104,6 +109,8 @@ impl WorkerReport {
             connect_latency: latency_histogram(),
             connect_ns: 0,
             run_ns: 0,
+            active_ns: 0,
+            connect_active_ns: 0,
             connect_cpu_ns: 0,
             run_cpu_ns: 0,
             max_cpu_share: 0.0,
@@ -128,6 +135,8 @@ impl WorkerReport {
         let _ = self.connect_latency.add(&other.connect_latency);
         self.connect_ns = self.connect_ns.max(other.connect_ns);
         self.run_ns = self.run_ns.max(other.run_ns);
+        self.active_ns = self.active_ns.max(other.active_ns);
+        self.connect_active_ns = self.connect_active_ns.max(other.connect_active_ns);
         self.connect_cpu_ns += other.connect_cpu_ns;
         self.run_cpu_ns += other.run_cpu_ns;
         self.max_cpu_share = self.max_cpu_share.max(other.max_cpu_share);
