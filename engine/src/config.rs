@@ -35,6 +35,8 @@ pub struct Config {
     pub limits: ringhub_proto::Limits,
     /// Largest upgrade request head.
     pub max_request_head: usize,
+    /// Largest body of a plain HTTP request (see `Handler::on_request`).
+    pub max_request_body: usize,
     /// Offer permessage-deflate (no context takeover).
     pub deflate: bool,
     /// Time to finish the HTTP upgrade after accept.
@@ -69,6 +71,7 @@ impl Default for Config {
             send_queue_limit: 1 << 20,
             limits: ringhub_proto::Limits::default(),
             max_request_head: 8 * 1024,
+            max_request_body: 64 * 1024,
             deflate: true,
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(30),

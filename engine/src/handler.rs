@@ -3,7 +3,7 @@
 //! cores. The engine knows WebSocket, not what the messages mean.
 
 use bytes::Bytes;
-use ringhub_proto::{CloseCode, WebSocketUpgrade};
+use ringhub_proto::{CloseCode, Request, WebSocketUpgrade};
 
 use crate::io::Io;
 use crate::mailbox::PostError;
@@ -32,6 +32,27 @@ impl Decision {
     /// Accept without a subprotocol.
     pub fn accept() -> Decision {
         Decision::Accept { protocol: None }
+    }
+}
+
+/// The answer to a plain HTTP request (health checks, metrics, a status
+/// page, small API calls) on the WebSocket port. The connection closes after
+/// it is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// A response with a body.
+    pub fn new(status: u16, content_type: &'static str, body: impl Into<Vec<u8>>) -> Self {
+        HttpResponse {
+            status,
+            content_type,
+            body: body.into(),
+        }
     }
 }
 
@@ -123,6 +144,20 @@ pub trait Handler: Sized + 'static {
     type State: Default;
     /// What cores post to each other (e.g. a frame for a topic).
     type Post: Send + 'static;
+
+    /// A request that does not ask for a WebSocket upgrade arrived, with its
+    /// body (at most `Config::max_request_body` bytes). Answer it, or return
+    /// None to have it refused with 426 Upgrade Required.
+    fn on_request(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        request: &Request<'_>,
+        body: &[u8],
+    ) -> Option<HttpResponse> {
+        let _ = (ctx, conn, request, body);
+        None
+    }
 
     /// An upgrade request arrived; decide before the 101 is sent.
     fn on_open(

@@ -190,7 +190,7 @@ impl<H: Handler> Io<H> {
 
     /// Queues `bytes` for an open connection, closing it as a slow consumer
     /// if its queue would pass the limit.
-    fn enqueue(&mut self, index: u32, bytes: Bytes) -> Result<(), SendError> {
+    pub(crate) fn enqueue(&mut self, index: u32, bytes: Bytes) -> Result<(), SendError> {
         let limit = self.config.send_queue_limit;
         let Some(c) = self.conns.get_mut(index as usize) else {
             return Err(SendError::Closed);

@@ -25,9 +25,11 @@ mod ws;
 
 pub use config::Config;
 pub use error::EngineError;
-pub use handler::{CloseReason, ConnId, Ctx, Decision, Handler, Message, SendError, SharedFrame};
+pub use handler::{
+    CloseReason, ConnId, Ctx, Decision, Handler, HttpResponse, Message, SendError, SharedFrame,
+};
 pub use mailbox::PostError;
 pub use ring::{RingMode, build_ring};
-pub use ringhub_proto::{CloseCode, WebSocketUpgrade};
+pub use ringhub_proto::{CloseCode, Request, WebSocketUpgrade};
 pub use server::{Server, ShutdownHandle, block_termination_signals};
 pub use stats::{CoreStats, StatsSnapshot};

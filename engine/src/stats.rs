@@ -14,6 +14,8 @@ pub struct CoreStats {
     pub upgraded: AtomicU64,
     /// Handshakes refused (bad request or the handler said no).
     pub rejected: AtomicU64,
+    /// Plain HTTP requests the handler answered.
+    pub http_requests: AtomicU64,
     /// Messages received.
     pub messages_in: AtomicU64,
     /// Frames queued for sending.
@@ -47,6 +49,7 @@ pub struct StatsSnapshot {
     pub open: u64,
     pub upgraded: u64,
     pub rejected: u64,
+    pub http_requests: u64,
     pub messages_in: u64,
     pub frames_out: u64,
     pub slow_consumers: u64,
@@ -66,6 +69,7 @@ impl StatsSnapshot {
             s.open += get(&c.open);
             s.upgraded += get(&c.upgraded);
             s.rejected += get(&c.rejected);
+            s.http_requests += get(&c.http_requests);
             s.messages_in += get(&c.messages_in);
             s.frames_out += get(&c.frames_out);
             s.slow_consumers += get(&c.slow_consumers);

@@ -6,8 +6,8 @@
 use bytes::Bytes;
 use ringhub_proto::{
     CloseCode, ClosePayload, DeflateConfig, ErrorResponse, Frame, Message as WsMessage, Opcode,
-    Parsed, ParsedFrame, ProtocolError, RequestLimits, Role, StatusCode, WebSocketUpgrade,
-    negotiate_deflate, parse_frame, parse_request, validate_utf8,
+    Parsed, ParsedFrame, ProtocolError, Request, RequestError, RequestLimits, Response, Role,
+    StatusCode, WebSocketUpgrade, negotiate_deflate, parse_frame, parse_request, validate_utf8,
 };
 
 use crate::conn::{Phase, flag};
@@ -64,8 +64,16 @@ fn process<H: Handler>(io: &mut Io<H>, handler: &mut H, index: u32, buf: &mut [u
     used + frames(io, handler, index, &mut buf[used..])
 }
 
-/// Parses the upgrade request. Returns the head length once it is complete
-/// (and answered), None if more bytes are needed.
+/// What became of a request once it was answered.
+enum Answered {
+    /// 101 sent: the WebSocket is open after `head_len` bytes.
+    Upgraded { head_len: usize },
+    /// An HTTP response or refusal is queued; the connection closes after it.
+    Closing,
+}
+
+/// Parses the request at the start of `buf`. Returns how many bytes it
+/// used once it is answered, None while more bytes are needed.
 fn handshake<H: Handler>(
     io: &mut Io<H>,
     handler: &mut H,
@@ -76,68 +84,131 @@ fn handshake<H: Handler>(
         max_head_bytes: io.config.max_request_head,
     };
     let mut out = Vec::with_capacity(256);
-    let (head_len, accepted) = match parse_request(buf, &limits) {
+    let answered = match parse_request(buf, &limits) {
         Ok(Parsed::Incomplete) => return None,
         Err(e) => {
             e.write_response(&mut out);
-            (buf.len(), false)
+            refuse(io, index)
         }
         Ok(Parsed::Complete { request, head_len }) => {
-            match WebSocketUpgrade::from_request(&request) {
-                Err(e) => {
-                    e.write_response(&mut out);
-                    (head_len, false)
-                }
-                Ok(upgrade) => {
-                    let id = io.id(index);
-                    let decision = handler.on_open(&mut Ctx { io: &mut *io }, id, &upgrade);
-                    match decision {
-                        Decision::Accept { protocol } => {
-                            let deflate = if io.config.deflate {
-                                let cfg = DeflateConfig {
-                                    enabled: true,
-                                    context_takeover: false,
-                                };
-                                negotiate_deflate(upgrade.extension_headers(), &cfg)
-                                    .filter(|p| p.shares_compressor() && p.shares_decompressor())
-                            } else {
-                                None
-                            };
-                            upgrade.write_accept(&mut out, protocol.as_deref(), deflate.as_ref());
-                            let now = io.now;
-                            let ping = io.config.ticks(io.config.ping_interval);
-                            if let Some(c) = io.conns.get_mut(index as usize) {
-                                c.phase = Phase::Open;
-                                c.mark = now;
-                                if let Some(p) = deflate {
-                                    c.set(flag::DEFLATE);
-                                    c.window_bits = p.server_max_window_bits;
-                                }
-                            }
-                            io.arm_timer(index, now + ping);
-                            CoreStats::add(&io.stats.upgraded, 1);
-                            (head_len, true)
-                        }
-                        Decision::Reject { status, body } => {
-                            let status = StatusCode::new(status).unwrap_or(StatusCode::BAD_REQUEST);
-                            ErrorResponse::new(status, body.as_bytes()).write(&mut out);
-                            (head_len, false)
-                        }
-                    }
-                }
+            if request.has_token("upgrade", "websocket") {
+                upgrade(io, handler, index, &request, head_len, &mut out)
+            } else {
+                plain_http(io, handler, index, &request, &buf[head_len..], &mut out)?
             }
         }
     };
     io.enqueue_unbounded(index, Bytes::from(out));
-    if !accepted {
-        CoreStats::add(&io.stats.rejected, 1);
-        if let Some(c) = io.conns.get_mut(index as usize) {
-            c.set(flag::CLOSE_AFTER_FLUSH);
-        }
-        // Nothing after a refused request is read.
-        return Some(buf.len());
+    match answered {
+        Answered::Upgraded { head_len } => Some(head_len),
+        // Nothing after an answered plain request or a refusal is read.
+        Answered::Closing => Some(buf.len()),
     }
-    Some(head_len)
+}
+
+/// Marks the connection to close once its answer is sent.
+fn close_after_answer<H: Handler>(io: &mut Io<H>, index: u32) -> Answered {
+    if let Some(c) = io.conns.get_mut(index as usize) {
+        c.set(flag::CLOSE_AFTER_FLUSH);
+    }
+    Answered::Closing
+}
+
+fn refuse<H: Handler>(io: &mut Io<H>, index: u32) -> Answered {
+    CoreStats::add(&io.stats.rejected, 1);
+    close_after_answer(io, index)
+}
+
+/// Validates an upgrade request, asks the handler, and writes the 101 (with
+/// the negotiated extension) or the refusal.
+fn upgrade<H: Handler>(
+    io: &mut Io<H>,
+    handler: &mut H,
+    index: u32,
+    request: &Request<'_>,
+    head_len: usize,
+    out: &mut Vec<u8>,
+) -> Answered {
+    let upgrade = match WebSocketUpgrade::from_request(request) {
+        Ok(upgrade) => upgrade,
+        Err(e) => {
+            e.write_response(out);
+            return refuse(io, index);
+        }
+    };
+    let id = io.id(index);
+    let protocol = match handler.on_open(&mut Ctx { io: &mut *io }, id, &upgrade) {
+        Decision::Accept { protocol } => protocol,
+        Decision::Reject { status, body } => {
+            let status = StatusCode::new(status).unwrap_or(StatusCode::BAD_REQUEST);
+            ErrorResponse::new(status, body.as_bytes()).write(out);
+            return refuse(io, index);
+        }
+    };
+    // No context takeover: one compressor and one decompressor per core
+    // serve every connection, and an idle one holds no zlib state.
+    let deflate = if io.config.deflate {
+        let cfg = DeflateConfig {
+            enabled: true,
+            context_takeover: false,
+        };
+        negotiate_deflate(upgrade.extension_headers(), &cfg)
+            .filter(|p| p.shares_compressor() && p.shares_decompressor())
+    } else {
+        None
+    };
+    upgrade.write_accept(out, protocol.as_deref(), deflate.as_ref());
+    let now = io.now;
+    let ping = io.config.ticks(io.config.ping_interval);
+    if let Some(c) = io.conns.get_mut(index as usize) {
+        c.phase = Phase::Open;
+        c.mark = now;
+        if let Some(p) = deflate {
+            c.set(flag::DEFLATE);
+            c.window_bits = p.server_max_window_bits;
+        }
+    }
+    io.arm_timer(index, now + ping);
+    CoreStats::add(&io.stats.upgraded, 1);
+    Answered::Upgraded { head_len }
+}
+
+/// A request that is not an upgrade: wait for its body, then let the
+/// handler answer (or refuse it with 426). None: the body is incomplete.
+fn plain_http<H: Handler>(
+    io: &mut Io<H>,
+    handler: &mut H,
+    index: u32,
+    request: &Request<'_>,
+    after_head: &[u8],
+    out: &mut Vec<u8>,
+) -> Option<Answered> {
+    let body_len = match request.content_length() {
+        Ok(n) if n <= io.config.max_request_body as u64 => n as usize,
+        Ok(_) => {
+            let status = StatusCode::PAYLOAD_TOO_LARGE;
+            ErrorResponse::new(status, b"request body too large").write(out);
+            return Some(refuse(io, index));
+        }
+        Err(e) => {
+            e.write_response(out);
+            return Some(refuse(io, index));
+        }
+    };
+    let body = after_head.get(..body_len)?;
+    let id = io.id(index);
+    match handler.on_request(&mut Ctx { io: &mut *io }, id, request, body) {
+        Some(reply) => {
+            let status = StatusCode::new(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            Response::new(status, reply.content_type, &reply.body).write(out);
+            CoreStats::add(&io.stats.http_requests, 1);
+            Some(close_after_answer(io, index))
+        }
+        None => {
+            RequestError::NotWebSocket.write_response(out);
+            Some(refuse(io, index))
+        }
+    }
 }
 
 /// Parses and handles every whole frame at the start of `buf`.
@@ -223,7 +294,9 @@ fn on_frame<H: Handler>(
     match message {
         WsMessage::Ping(payload) => {
             if !closing {
-                io.enqueue_unbounded(index, encode_control(Opcode::Pong, payload));
+                // Bounded like data: a peer that pings without reading is a
+                // slow consumer too.
+                let _ = io.enqueue(index, encode_control(Opcode::Pong, payload));
             }
             Ok(())
         }

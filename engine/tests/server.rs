@@ -358,3 +358,39 @@ fn a_core_that_cannot_start_fails_the_server_with_the_reason() {
         .expect_err("start fails");
     assert!(err.to_string().contains("provided-buffer ring"), "{err}");
 }
+
+#[test]
+fn plain_http_requests_reach_the_handler() {
+    let server = start(2, |_| {});
+    let addr = server.local_addr();
+    let mut s = raw(addr);
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let out = String::from_utf8_lossy(&read_to_end(&mut s)).into_owned();
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("ok\n"),
+        "{out}"
+    );
+
+    let mut sub = client(addr);
+    send(&mut sub, r#"{"type":"subscribe","topic":"web"}"#);
+    send(&mut sub, "sync");
+    assert_eq!(recv_text(&mut sub), "sync");
+    // The body arrives after the head, in a separate segment.
+    let mut s = raw(addr);
+    s.write_all(b"POST /publish?topic=web HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello")
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    s.write_all(b" world").unwrap();
+    let out = String::from_utf8_lossy(&read_to_end(&mut s)).into_owned();
+    assert!(out.starts_with("HTTP/1.1 202"), "{out}");
+    assert_eq!(recv_text(&mut sub), "hello world");
+
+    let mut s = raw(addr);
+    s.write_all(b"POST /publish?topic=web HTTP/1.1\r\nHost: x\r\nContent-Length: 999999\r\n\r\n")
+        .unwrap();
+    let out = String::from_utf8_lossy(&read_to_end(&mut s)).into_owned();
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert_eq!(server.stats().http_requests, 2);
+    stop(server);
+}

@@ -1,13 +1,16 @@
 //! The benchmark peer protocol as a ringhub-engine handler:
 //! `{"type":"subscribe","topic":T}` subscribes, `{"type":"publish","topic":T,…}`
 //! sends the frame to every subscriber of T on every core, and anything else
-//! is echoed back unchanged.
+//! is echoed back unchanged. Over plain HTTP, `GET /healthz` answers 200 and
+//! `POST /publish?topic=T` publishes its body as a text message.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ringhub_engine::{ConnId, Ctx, Decision, Handler, Message, SharedFrame, WebSocketUpgrade};
+use ringhub_engine::{
+    ConnId, Ctx, Decision, Handler, HttpResponse, Message, Request, SharedFrame, WebSocketUpgrade,
+};
 
 /// The fields of the peer protocol this handler looks at.
 #[derive(serde::Deserialize)]
@@ -38,6 +41,22 @@ impl PubSub {
         }
     }
 
+    /// Delivers `frame` to subscribers of `topic` here and on every other core.
+    fn publish(&mut self, ctx: &mut Ctx<'_, Self>, topic: &str, mut frame: SharedFrame) {
+        self.deliver(ctx, topic, &mut frame);
+        let topic: Arc<str> = Arc::from(topic);
+        let here = ctx.core();
+        for core in (0..ctx.cores()).filter(|c| *c != here) {
+            let post = Publish {
+                topic: topic.clone(),
+                frame: frame.clone(),
+            };
+            // A full mailbox drops this delivery for that core: the
+            // benchmark protocol has no acknowledgements.
+            let _ = ctx.post(core, post);
+        }
+    }
+
     fn subscribe(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, topic: &str) {
         let topic: Arc<str> = match self.topics.get_key_value(topic) {
             Some((k, _)) => k.clone(),
@@ -58,6 +77,30 @@ impl Handler for PubSub {
     /// The topics a connection subscribed to (empty, not allocated, for most).
     type State = Vec<Arc<str>>;
     type Post = Publish;
+
+    fn on_request(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        _: ConnId,
+        request: &Request<'_>,
+        body: &[u8],
+    ) -> Option<HttpResponse> {
+        match (request.method(), request.path()) {
+            ("GET", "/healthz") => Some(HttpResponse::new(200, "text/plain", "ok\n")),
+            ("POST", "/publish") => {
+                let Some(topic) = request.query_param("topic") else {
+                    return Some(HttpResponse::new(400, "text/plain", "missing ?topic=\n"));
+                };
+                let Ok(text) = std::str::from_utf8(body) else {
+                    return Some(HttpResponse::new(400, "text/plain", "body is not UTF-8\n"));
+                };
+                let frame = SharedFrame::text(Bytes::copy_from_slice(text.as_bytes()));
+                self.publish(ctx, topic, frame);
+                Some(HttpResponse::new(202, "text/plain", "published\n"))
+            }
+            _ => None,
+        }
+    }
 
     fn on_open(
         &mut self,
@@ -90,19 +133,8 @@ impl Handler for PubSub {
                 kind: "publish",
                 topic: Some(topic),
             }) => {
-                let mut frame = SharedFrame::text(Bytes::copy_from_slice(text.as_bytes()));
-                self.deliver(ctx, topic, &mut frame);
-                let topic: Arc<str> = Arc::from(topic);
-                let here = ctx.core();
-                for core in (0..ctx.cores()).filter(|c| *c != here) {
-                    let post = Publish {
-                        topic: topic.clone(),
-                        frame: frame.clone(),
-                    };
-                    // A full mailbox drops this delivery for that core: the
-                    // benchmark protocol has no acknowledgements.
-                    let _ = ctx.post(core, post);
-                }
+                let frame = SharedFrame::text(Bytes::copy_from_slice(text.as_bytes()));
+                self.publish(ctx, topic, frame);
             }
             _ => {
                 let _ = ctx.send_text(conn, text);
