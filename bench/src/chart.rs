@@ -46,7 +46,14 @@ pub fn draw(results: &[StepResult], path: &Path) -> Result<(), ChartError> {
         }
     };
 
-    // Left: p50, p99, p99.9 per server, log scale.
+    // Left: p50, p99, p99.9 per server; both axes log, as sweeps grow
+    // by factors (100, 1000, 10000) and tails span decades.
+    let min_conns = results
+        .iter()
+        .map(|r| r.connections)
+        .min()
+        .unwrap_or(1)
+        .max(1) as f64;
     let max_conns = results
         .iter()
         .map(|r| r.connections)
@@ -74,7 +81,7 @@ pub fn draw(results: &[StepResult], path: &Path) -> Result<(), ChartError> {
         .x_label_area_size(36)
         .y_label_area_size(60)
         .build_cartesian_2d(
-            0.0..max_conns * 1.05,
+            (min_conns / 1.5..max_conns * 1.5).log_scale(),
             (min_us / 2.0..max_us * 2.0).log_scale(),
         )
         .map_err(|e| err(&e))?;
@@ -82,6 +89,8 @@ pub fn draw(results: &[StepResult], path: &Path) -> Result<(), ChartError> {
         .configure_mesh()
         .x_desc("connections")
         .y_desc("µs")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(|e| err(&e))?;
     for (i, target) in targets.iter().enumerate() {
@@ -161,6 +170,7 @@ pub fn draw(results: &[StepResult], path: &Path) -> Result<(), ChartError> {
         .configure_mesh()
         .x_desc("established connections")
         .y_desc("MiB")
+        .x_label_formatter(&|x| format!("{x:.0}"))
         .draw()
         .map_err(|e| err(&e))?;
     if series.iter().all(|s| s.1.is_empty()) {

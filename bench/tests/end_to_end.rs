@@ -239,6 +239,45 @@ fn fanout_delivers_every_publish_to_every_subscriber() {
 }
 
 #[test]
+fn a_sweep_draws_one_chart_point_per_step() {
+    let (url, _) = start_server(Faults::default());
+    let chart = std::env::temp_dir().join(format!("ringhub-bench-{}.svg", std::process::id()));
+    let output = Command::new(env!("CARGO_BIN_EXE_ringhub-bench"))
+        .args([
+            "echo",
+            "--url",
+            &url,
+            "-n",
+            "2,4",
+            "-d",
+            "0.2",
+            "--messages",
+            "200",
+            "--chart",
+        ])
+        .arg(&chart)
+        .arg("--json")
+        .output()
+        .expect("run ringhub-bench");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
+    let conns: Vec<u64> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| n(r, "connections"))
+        .collect();
+    assert_eq!(conns, [2, 4]);
+    let svg = std::fs::read_to_string(&chart).expect("chart written");
+    let _ = std::fs::remove_file(&chart);
+    assert!(svg.starts_with("<svg") && svg.contains(&url) && svg.contains("p99.9"));
+}
+
+#[test]
 fn worker_processes_merge_into_one_result() {
     let (url, seen) = start_server(Faults::default());
     let (code, r) = bench(&[
