@@ -48,9 +48,10 @@ impl DeflateError {
 
 /// One raw-deflate compressor with a fixed window.
 ///
-/// Memory: the zlib state of a 15-bit window is about 256 KiB once used (see
-/// the deflate bench for the measurement), which is why per-connection
-/// compressors are only made for context takeover.
+/// Memory: a 15-bit compressor holds about 325 KiB resident once it has
+/// compressed a large message (zlib-rs window, hash chains and pending
+/// buffer; measured by `cargo bench -p ringhub-proto --bench deflate`), which
+/// is why per-connection compressors are only made for context takeover.
 #[derive(Debug)]
 pub struct Deflater {
     compress: Compress,
@@ -185,8 +186,8 @@ impl InflateError {
 }
 
 /// A raw-deflate decompressor: one per thread for clients without context
-/// takeover, one per connection otherwise (about 40 KiB once used: the 32 KiB
-/// window plus zlib's state; see the deflate bench).
+/// takeover, one per connection otherwise (about 46 KiB resident once used:
+/// the 32 KiB window plus zlib's state; measured by the deflate bench).
 #[derive(Debug)]
 pub struct Inflater {
     decompress: Decompress,
