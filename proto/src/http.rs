@@ -291,10 +291,7 @@ pub fn parse_request<'a>(
             value: h.value,
         };
     }
-    let (path, query) = match target.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (target, None),
-    };
+    let (path, query) = split_target(target);
     Ok(Parsed::Complete {
         request: Request {
             method,
@@ -307,6 +304,27 @@ pub fn parse_request<'a>(
         },
         head_len,
     })
+}
+
+/// Splits a request target into path and query. Servers must accept the
+/// absolute form (`GET http://host/ws HTTP/1.1`, RFC 9112 §3.2.2) as well as
+/// the usual origin form (`GET /ws`); an empty absolute path means `/`.
+fn split_target(target: &str) -> (&str, Option<&str>) {
+    let origin_form = match ["http://", "https://", "ws://", "wss://"]
+        .iter()
+        .find_map(|scheme| target.strip_prefix(scheme))
+    {
+        Some(rest) => match rest.find(['/', '?']) {
+            Some(i) => &rest[i..],
+            None => "",
+        },
+        None => target,
+    };
+    let (path, query) = match origin_form.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (origin_form, None),
+    };
+    (if path.is_empty() { "/" } else { path }, query)
 }
 
 impl<'a> Request<'a> {
@@ -736,6 +754,24 @@ mod tests {
                 .0
                 .keep_alive()
         );
+    }
+
+    #[test]
+    fn absolute_form_targets_route_like_origin_form() {
+        let (req, _) = complete(b"GET http://example.com:8080/ws?x=1 HTTP/1.1\r\n\r\n");
+        assert_eq!((req.path(), req.query()), ("/ws", Some("x=1")));
+        let (req, _) = complete(b"GET https://example.com HTTP/1.1\r\n\r\n");
+        assert_eq!((req.path(), req.query()), ("/", None));
+        let (req, _) = complete(b"GET http://example.com?x=1 HTTP/1.1\r\n\r\n");
+        assert_eq!((req.path(), req.query()), ("/", Some("x=1")));
+        let (req, _) = complete(b"OPTIONS * HTTP/1.1\r\n\r\n");
+        assert_eq!(req.path(), "*");
+    }
+
+    #[test]
+    fn header_values_come_without_surrounding_whitespace() {
+        let (req, _) = complete(b"GET / HTTP/1.1\r\nSec-WebSocket-Version: \t 13 \t\r\n\r\n");
+        assert_eq!(req.header("SEC-WEBSOCKET-VERSION"), Some(&b"13"[..]));
     }
 
     #[test]

@@ -229,6 +229,20 @@ fn rfc7692_bfinal_block() {
     assert_eq!(inflate(&mut inflater, &hello).expect("inflate"), b"Hello");
 }
 
+// An empty message compresses to an empty payload once the tail is
+// stripped (RFC 7692 §7.2.3.6), or to an empty fixed block.
+#[test]
+fn empty_messages() {
+    let mut inflater = Inflater::new(false);
+    assert_eq!(inflate(&mut inflater, &[]).expect("inflate"), b"");
+    assert_eq!(inflate(&mut inflater, &[0x02, 0x00]).expect("inflate"), b"");
+    assert_eq!(inflate(&mut inflater, &[0x00]).expect("inflate"), b"");
+    let mut out = Vec::new();
+    inflater
+        .inflate(&[], &mut out, 0)
+        .expect("limit 0 fits an empty message");
+}
+
 #[test]
 fn corrupt_data_maps_to_1007() {
     let mut inflater = Inflater::new(false);
