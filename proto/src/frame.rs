@@ -134,8 +134,8 @@ pub enum ParsedFrame<'a> {
 /// Parses the frame at the start of `buf`, unmasking its payload in place.
 ///
 /// `rsv1_allowed` is whether permessage-deflate was negotiated. Header rules
-/// are checked in the order RFC 6455 §5.2 lists the fields, and each as soon
-/// as its bytes have arrived: an error never waits for the payload.
+/// are checked in wire order, each as soon as its bytes have arrived: an error
+/// never waits for the mask key or the payload.
 pub fn parse_frame<'a>(
     buf: &'a mut [u8],
     role: Role,
@@ -353,18 +353,16 @@ pub fn encode_frame(out: &mut impl BufMut, head: FrameHead, payload: &[u8]) {
 /// Appends a frame masked with `key` (client to server) carrying `payload`.
 ///
 /// The key must be fresh and unpredictable for each frame (RFC 6455 §5.3);
-/// choosing it is the caller's job, as this crate has no randomness.
-pub fn encode_masked_frame(out: &mut impl BufMut, head: FrameHead, payload: &[u8], key: [u8; 4]) {
+/// choosing it is the caller's job, as this crate has no randomness. `out` is
+/// a `Vec<u8>` or a `BytesMut`: the payload is masked where it was appended.
+pub fn encode_masked_frame<B>(out: &mut B, head: FrameHead, payload: &[u8], key: [u8; 4])
+where
+    B: BufMut + AsMut<[u8]>,
+{
     out.put_slice(&encode_header_with_mask(head, payload.len(), Some(key)));
-    let mut scratch = [0u8; 512];
-    let mut offset = 0;
-    for chunk in payload.chunks(scratch.len()) {
-        let masked = &mut scratch[..chunk.len()];
-        masked.copy_from_slice(chunk);
-        crate::mask::apply_mask_at(masked, key, offset);
-        out.put_slice(masked);
-        offset += chunk.len();
-    }
+    let start = out.as_mut().len();
+    out.put_slice(payload);
+    apply_mask(&mut out.as_mut()[start..], key);
 }
 
 fn encode_header_with_mask(

@@ -19,9 +19,7 @@ mod utf8;
 pub use close::{
     CloseCode, ClosePayload, MAX_CLOSE_REASON, encode_close_frame, parse_close_payload,
 };
-pub use deflate::{
-    CompressionPolicy, Compressors, DeflateError, Deflater, InflateError, Inflater,
-};
+pub use deflate::{CompressionPolicy, Compressors, DeflateError, Deflater, InflateError, Inflater};
 pub use envelope::{
     ClientMessage, EnvelopeError, EnvelopeErrorKind, MAX_ID_LEN, MAX_NAME_LEN, OutgoingMessage,
     Recipient, write_ack, write_error, write_message, write_pong, write_welcome,

@@ -25,7 +25,8 @@ pub enum Message<'a> {
     Compressed {
         /// Whether it is a text message.
         text: bool,
-        /// The compressed bytes, without the `00 00 ff ff` tail.
+        /// The compressed bytes as sent: the sender dropped the `00 00 ff ff`
+        /// tail, which the inflater adds back (RFC 7692 §7.2.2).
         payload: Cow<'a, [u8]>,
     },
     /// A ping: answer with a pong carrying the same payload.
