@@ -577,7 +577,8 @@ impl<'a> Response<'a> {
 /// headers its status calls for.
 ///
 /// 426 always carries `Upgrade: websocket` and `Sec-WebSocket-Version: 13`
-/// (RFC 6455 §4.4); 401 carries `WWW-Authenticate: Bearer`.
+/// (RFC 6455 §4.4, RFC 9110 §15.5.22); 401 carries `WWW-Authenticate:
+/// Bearer`.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorResponse<'a> {
     status: StatusCode,
@@ -634,7 +635,12 @@ impl<'a> ErrorResponse<'a> {
             self.status.reason_phrase().as_bytes()
         };
         let _ = write!(out, "Content-Length: {}\r\n", reason.len() + 1);
-        out.extend_from_slice(b"Connection: close\r\n\r\n");
+        // A sender of `Upgrade` must name it in `Connection` (RFC 9110 §7.8).
+        if self.status == StatusCode::UPGRADE_REQUIRED {
+            out.extend_from_slice(b"Connection: upgrade, close\r\n\r\n");
+        } else {
+            out.extend_from_slice(b"Connection: close\r\n\r\n");
+        }
         out.extend_from_slice(reason);
         out.push(b'\n');
     }

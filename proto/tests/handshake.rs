@@ -314,7 +314,17 @@ fn error_responses_are_complete_http() {
         ErrorResponse::new(status, b"reason you can act on").write(&mut out);
         let (code, headers, body) = read_response(&out);
         assert_eq!(code, status.as_u16());
-        assert_eq!(header(&headers, "connection"), Some("close"));
+        let connection = header(&headers, "connection");
+        let want = if code == 426 {
+            "upgrade, close"
+        } else {
+            "close"
+        };
+        assert_eq!(connection, Some(want));
+        assert_eq!(
+            header(&headers, "upgrade"),
+            (code == 426).then_some("websocket")
+        );
         assert_eq!(
             header(&headers, "content-type"),
             Some("text/plain; charset=utf-8")
