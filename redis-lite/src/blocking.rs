@@ -136,7 +136,7 @@ impl BlockingClient {
 
     /// Writes whatever is queued without waiting for replies.
     pub fn flush(&mut self) {
-        self.carry_out();
+        let _ = self.carry_out();
     }
 
     /// Waits for the reply to `id`. Bounded: every request has the
@@ -213,7 +213,7 @@ impl BlockingClient {
     pub fn unsubscribe<C: AsRef<[u8]>>(&mut self, kind: SubKind, channels: &[C]) {
         let channels = channels.iter().map(|c| Bytes::copy_from_slice(c.as_ref()));
         self.core.unsubscribe(kind, channels, Instant::now());
-        self.carry_out();
+        let _ = self.carry_out();
     }
 
     /// The next event other than a reply (messages, subscription changes,
@@ -247,18 +247,24 @@ impl BlockingClient {
     /// Fails everything in flight and closes every connection.
     pub fn shutdown(&mut self) {
         self.core.shutdown(Instant::now());
-        self.carry_out();
+        let _ = self.carry_out();
     }
 
     /// One loop turn: write, sleep until readiness or the next deadline, read.
     fn turn(&mut self, deadline: Option<Instant>) {
-        self.carry_out();
+        // If something was answered without I/O (a routing error, a request
+        // refused during backoff), only look at sockets and timers, don't sleep.
+        let delivered = self.carry_out();
         let now = Instant::now();
         let wake = [self.core.poll_timeout(), deadline]
             .into_iter()
             .flatten()
             .min();
-        let timeout = wake.map(|w| w.saturating_duration_since(now));
+        let timeout = if delivered {
+            Some(Duration::ZERO)
+        } else {
+            wake.map(|w| w.saturating_duration_since(now))
+        };
         if let Err(e) = self.poll.poll(&mut self.events, timeout)
             && e.kind() != io::ErrorKind::Interrupted
         {
@@ -287,7 +293,7 @@ impl BlockingClient {
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
         }
-        self.carry_out();
+        let _ = self.carry_out();
     }
 
     fn on_ready(&mut self, key: usize, readable: bool, writable: bool) {
@@ -309,7 +315,7 @@ impl BlockingClient {
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => return self.fail(key, &format!("connect failed: {e}")),
             }
-            self.carry_out();
+            let _ = self.carry_out();
         }
         if writable {
             self.write_out(key);
@@ -370,8 +376,10 @@ impl BlockingClient {
     }
 
     /// Carries out the core's actions, queues its transmits and writes them,
-    /// and sorts its events, until it has nothing more to say.
-    fn carry_out(&mut self) {
+    /// and sorts its events, until it has nothing more to say. True if it
+    /// delivered any event.
+    fn carry_out(&mut self) -> bool {
+        let mut delivered = false;
         loop {
             let mut progressed = false;
             while let Some(action) = self.core.poll_action() {
@@ -399,6 +407,7 @@ impl BlockingClient {
                 self.write_out(key);
             }
             while let Some(event) = self.core.poll_event() {
+                delivered = true;
                 match event {
                     Event::Reply { id, result } => {
                         self.replies.insert(id, result);
@@ -407,7 +416,7 @@ impl BlockingClient {
                 }
             }
             if !progressed {
-                return;
+                return delivered;
             }
         }
     }

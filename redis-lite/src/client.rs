@@ -111,7 +111,7 @@ pub enum Event {
         /// Why.
         error: Error,
     },
-    /// The cluster slot map was (re)loaded.
+    /// The cluster slot map was loaded, or reloaded and found changed.
     SlotMapUpdated {
         /// How many masters serve slots.
         masters: usize,
@@ -988,6 +988,7 @@ impl Client {
             }
         }
         let masters = topology.shards.len();
+        let changed = self.topology.as_ref() != Some(&topology);
         self.topology = Some(topology);
         self.refresh.last_error.clear();
         for node in 0..self.nodes.len() {
@@ -1019,7 +1020,9 @@ impl Client {
                 }
             }
         }
-        self.events.push_back(Event::SlotMapUpdated { masters });
+        if changed {
+            self.events.push_back(Event::SlotMapUpdated { masters });
+        }
         for (dest, command, _) in std::mem::take(&mut self.waiting) {
             self.route_and_submit(dest, command, now);
         }

@@ -33,6 +33,11 @@ impl RedisCluster {
                         "nodes.conf",
                         "--cluster-node-timeout",
                         "2000",
+                        // Replicas sync at once (the default waits 5 s for
+                        // more replicas): a replica that never synced cannot
+                        // take over, and failover tests start early.
+                        "--repl-diskless-sync-delay",
+                        "0",
                     ]
                     .map(str::to_owned)
                     .to_vec(),
@@ -104,13 +109,19 @@ impl RedisCluster {
             .collect()
     }
 
-    /// The port of the master serving `slot`.
+    /// The port of the master serving `slot`; panics if none does.
     pub fn master_for_slot(&self, slot: u16) -> u16 {
+        self.try_master_for_slot(slot)
+            .unwrap_or_else(|| panic!("no master serves slot {slot}"))
+    }
+
+    /// The port of the healthy master serving `slot`, if any (none while a
+    /// failover is under way).
+    pub fn try_master_for_slot(&self, slot: u16) -> Option<u16> {
         self.cluster_nodes()
             .into_iter()
             .find(|n| n.master && n.slots.iter().any(|&(a, b)| (a..=b).contains(&slot)))
             .map(|n| n.port)
-            .unwrap_or_else(|| panic!("no master serves slot {slot}"))
     }
 
     /// The node id of the node on `port`.
@@ -182,7 +193,8 @@ impl RedisCluster {
     }
 
     /// Waits until every running node says `cluster_state:ok`, sees all
-    /// slots assigned, and every running node agrees on who serves them.
+    /// slots assigned, every running node agrees on who serves them, and
+    /// every running replica is in sync with its master (so it can fail over).
     pub fn wait_healthy(&self) {
         let deadline = Instant::now() + WAIT;
         let mut last = String::new();
@@ -199,7 +211,24 @@ impl RedisCluster {
                 .iter()
                 .map(|n| slots_view(&cli(n.port(), &["CLUSTER", "NODES"])))
                 .collect();
-            if ok && views.windows(2).all(|w| w[0] == w[1]) {
+            // Every node is a master serving slots or a replica whose link is
+            // up (right after `--cluster create` future replicas still say
+            // role:master for a moment).
+            let serving: Vec<u16> = live
+                .first()
+                .map(|n| cli(n.port(), &["CLUSTER", "NODES"]))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(NodeLine::parse)
+                .filter(|n| n.master && !n.slots.is_empty())
+                .map(|n| n.port)
+                .collect();
+            let synced = live.iter().all(|n| {
+                let info = cli(n.port(), &["INFO", "replication"]);
+                (serving.contains(&n.port()) && info.contains("role:master"))
+                    || (info.contains("role:slave") && info.contains("master_link_status:up"))
+            });
+            if ok && synced && views.windows(2).all(|w| w[0] == w[1]) {
                 return;
             }
             last = infos.join("\n");
