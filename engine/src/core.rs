@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::accept::{AcceptPlan, accept_plan};
 use crate::bufring::BufRing;
 use crate::config::Config;
 use crate::conn::{Phase, flag};
@@ -20,10 +21,8 @@ use crate::mailbox::Inbox;
 use crate::stats::CoreStats;
 use crate::token::{ConnOp, RingOp, Token};
 
-/// Connections the accept path keeps free in a fixed file table: a
-/// multishot accept may land a few more before its cancel takes effect, and
-/// a full table makes the kernel accept and then drop (-ENFILE).
-const TABLE_HEADROOM: u32 = 64;
+/// The smallest fixed file table a lane registers.
+const MIN_TABLE: u32 = 256;
 
 /// Ring-wide state shared with the server (shutdown flag).
 #[derive(Debug, Default)]
@@ -48,7 +47,7 @@ pub(crate) fn lane_plan(max_connections: u32, files_per_lane: u32, nofile: u32) 
     let table = max_connections
         .min(files_per_lane)
         .min(nofile)
-        .max(TABLE_HEADROOM * 4);
+        .max(MIN_TABLE);
     let lanes = max_connections.div_ceil(table).clamp(1, 64);
     (table, lanes as usize)
 }
@@ -130,41 +129,91 @@ impl<H: Handler> Core<H> {
         &self.io.config
     }
 
-    /// The lane accepting now, if any.
+    /// The lane accepting now, if any: only one does at a time, so tables
+    /// fill in order.
     fn accepting_lane(&self) -> Option<usize> {
-        self.lanes.iter().position(|l| l.accepting)
+        self.lanes.iter().position(|l| l.accept.active())
     }
 
-    /// Arms the multishot accept on the first lane with room, unless one is
-    /// armed already or the core is stopping.
+    /// Brings the accepts in flight in line with the accepting lane's
+    /// [`accept_plan`], moving on to the next lane with room when it is full.
     fn arm_accept(&mut self) {
-        if self.io.shutting_down || self.accepting_lane().is_some() {
+        if self.io.shutting_down {
             return;
         }
         let Some(fd) = self.listener.as_ref().map(AsRawFd::as_raw_fd) else {
             return;
         };
-        // Leave room for the connections a cancelled accept may still land.
-        let Some(lane) = self
-            .lanes
-            .iter()
-            .position(|l| l.has_room(2 * TABLE_HEADROOM))
-        else {
-            return;
+        let backlog = self.config().backlog.max(1) as u32;
+        let lane = match self.accepting_lane() {
+            Some(lane) => lane,
+            None => {
+                let ready = self
+                    .lanes
+                    .iter()
+                    .position(|l| accept_plan(l.free(), backlog) != AcceptPlan::Full);
+                match ready {
+                    Some(lane) => lane,
+                    None => return,
+                }
+            }
         };
-        self.lanes[lane].accepting = true;
-        let sqe = opcode::AcceptMulti::new(Fd(fd))
-            .allocate_file_index(true)
-            .build()
-            .user_data(Token::ring(RingOp::Accept));
-        self.io.push(lane as u8, sqe);
+        let plan = accept_plan(self.lanes[lane].free(), backlog);
+        let state = self.lanes[lane].accept;
+        match plan {
+            AcceptPlan::Multishot if !state.multishot && state.singles == 0 => {
+                self.lanes[lane].accept.multishot = true;
+                let sqe = opcode::AcceptMulti::new(Fd(fd))
+                    .allocate_file_index(true)
+                    .build()
+                    .user_data(Token::ring(RingOp::Accept));
+                self.io.push(lane as u8, sqe);
+            }
+            AcceptPlan::Multishot => {}
+            AcceptPlan::Single(_) | AcceptPlan::Full if state.multishot => {
+                // Singles start once the multishot's last completion is in.
+                if !state.cancelling {
+                    self.lanes[lane].accept.cancelling = true;
+                    let sqe = opcode::AsyncCancel::new(Token::ring(RingOp::Accept))
+                        .build()
+                        .user_data(Token::ring(RingOp::Cancel));
+                    self.io.push(lane as u8, sqe);
+                }
+            }
+            AcceptPlan::Single(n) => {
+                let want = n.saturating_sub(state.singles);
+                for _ in 0..want {
+                    self.lanes[lane].accept.singles += 1;
+                    let sqe =
+                        opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
+                            .file_index(Some(types::DestinationSlot::auto_target()))
+                            .build()
+                            .user_data(Token::ring(RingOp::AcceptOne));
+                    self.io.push(lane as u8, sqe);
+                }
+            }
+            AcceptPlan::Full => {}
+        }
     }
 
-    fn cancel_accept(&mut self, lane: usize) {
-        let sqe = opcode::AsyncCancel::new(Token::ring(RingOp::Accept))
-            .build()
-            .user_data(Token::ring(RingOp::Cancel));
-        self.io.push(lane as u8, sqe);
+    /// Cancels every accept (shutdown).
+    fn cancel_accepts(&mut self) {
+        for lane in 0..self.lanes.len() {
+            if self.lanes[lane].accept.active() {
+                let sqe = opcode::AsyncCancel2::new(
+                    types::CancelBuilder::user_data(Token::ring(RingOp::Accept)).all(),
+                )
+                .build()
+                .user_data(Token::ring(RingOp::Cancel));
+                self.io.push(lane as u8, sqe);
+                let sqe = opcode::AsyncCancel2::new(
+                    types::CancelBuilder::user_data(Token::ring(RingOp::AcceptOne)).all(),
+                )
+                .build()
+                .user_data(Token::ring(RingOp::Cancel));
+                self.io.push(lane as u8, sqe);
+            }
+        }
     }
 
     fn arm_wake(&mut self) {
@@ -286,7 +335,8 @@ impl<H: Handler> Core<H> {
                 }
                 self.reap(index);
             }
-            Token::Ring(RingOp::Accept) => self.on_accept(lane, res, flags),
+            Token::Ring(RingOp::Accept) => self.on_accept(lane, false, res, flags),
+            Token::Ring(RingOp::AcceptOne) => self.on_accept(lane, true, res, flags),
             Token::Ring(RingOp::Tick) => self.on_tick(flags),
             Token::Ring(RingOp::Wake) => self.on_wake(),
             Token::LaneReady(ready) => {
@@ -312,9 +362,13 @@ impl<H: Handler> Core<H> {
         }
     }
 
-    fn on_accept(&mut self, lane: usize, res: i32, flags: u32) {
-        if !cqueue::more(flags) {
-            self.lanes[lane].accepting = false;
+    fn on_accept(&mut self, lane: usize, single: bool, res: i32, flags: u32) {
+        let state = &mut self.lanes[lane].accept;
+        if single {
+            state.singles = state.singles.saturating_sub(1);
+        } else if !cqueue::more(flags) {
+            state.multishot = false;
+            state.cancelling = false;
         }
         if res >= 0 {
             let fd = res as u32;
@@ -333,11 +387,6 @@ impl<H: Handler> Core<H> {
             self.io.arm_timer(index, deadline);
             let bgid = self.lanes[lane].bgid();
             self.io.arm_recv(index, bgid);
-            // Switch tables before this one fills: a full table makes the
-            // kernel accept and then drop the connection (-ENFILE).
-            if self.lanes[lane].accepting && !self.lanes[lane].has_room(TABLE_HEADROOM) {
-                self.cancel_accept(lane);
-            }
         } else if res == -libc::EINVAL || res == -libc::EBADF {
             // The listener itself is unusable (or closed for shutdown):
             // re-arming would spin.
@@ -491,9 +540,7 @@ impl<H: Handler> Core<H> {
     /// connection; the loop ends when they are gone or the grace has passed.
     fn begin_shutdown(&mut self) {
         self.io.shutting_down = true;
-        if let Some(lane) = self.accepting_lane() {
-            self.cancel_accept(lane);
-        }
+        self.cancel_accepts();
         // Closing our listener makes the kernel route new connections to the
         // siblings (or refuse them once all are closed).
         self.listener = None;

@@ -256,9 +256,13 @@ impl<H: Handler> Ctx<'_, H> {
     /// Posts `msg` to core `core`'s [`Handler::on_post`]. Never blocks: a full
     /// mailbox is an error the caller decides about.
     pub fn post(&mut self, core: u16, msg: H::Post) -> Result<(), PostError> {
-        match self.io.outboxes.get(usize::from(core)) {
+        let result = match self.io.outboxes.get(usize::from(core)) {
             Some(outbox) => outbox.post(msg),
             None => Err(PostError::NoSuchCore),
+        };
+        if result == Err(PostError::Full) {
+            crate::stats::CoreStats::add(&self.io.stats.mailbox_full, 1);
         }
+        result
     }
 }

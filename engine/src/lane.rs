@@ -11,6 +11,7 @@ use io_uring::squeue;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
+use crate::accept::AcceptState;
 use crate::bufring::BufRing;
 use crate::error::EngineError;
 use crate::ring::{build_extra_ring, build_ring};
@@ -28,8 +29,8 @@ pub(crate) struct Lane {
     pub table_size: u32,
     /// Connections whose socket is in this lane's table.
     pub conns: u32,
-    /// A multishot accept is armed on this lane.
-    pub accepting: bool,
+    /// The accepts armed on this lane.
+    pub accept: AcceptState,
 }
 
 impl Lane {
@@ -77,7 +78,7 @@ impl Lane {
             eventfd,
             table_size,
             conns: 0,
-            accepting: false,
+            accept: AcceptState::default(),
         })
     }
 
@@ -101,9 +102,11 @@ impl Lane {
         self.bufs.bgid()
     }
 
-    /// Room left before accepts must move to another lane.
-    pub fn has_room(&self, headroom: u32) -> bool {
-        self.conns + headroom < self.table_size
+    /// Table slots neither taken nor reserved by a single-shot accept.
+    pub fn free(&self) -> u32 {
+        self.table_size
+            .saturating_sub(self.conns)
+            .saturating_sub(self.accept.singles)
     }
 
     /// Pushes `pending` into the submission queue, entering the kernel when

@@ -5,6 +5,7 @@
 //! It knows sockets, bytes and WebSocket framing (through `ringhub-proto`),
 //! not chat: applications plug in through [`Handler`].
 
+mod accept;
 mod bufring;
 mod config;
 mod conn;
@@ -31,5 +32,5 @@ pub use handler::{
 pub use mailbox::PostError;
 pub use ring::{RingMode, build_ring};
 pub use ringhub_proto::{CloseCode, Request, WebSocketUpgrade};
-pub use server::{Server, ShutdownHandle, block_termination_signals};
+pub use server::{Server, ShutdownHandle, StatsReader, block_termination_signals};
 pub use stats::{CoreStats, StatsSnapshot};

@@ -42,6 +42,17 @@ impl ShutdownHandle {
     }
 }
 
+/// Reads the cores' counters (for metrics pushers, status pages).
+#[derive(Debug, Clone)]
+pub struct StatsReader(Vec<Arc<CoreStats>>);
+
+impl StatsReader {
+    /// Counters summed over cores.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot::sum(self.0.iter().map(|s| &**s))
+    }
+}
+
 /// Pins the calling thread to `cpu`.
 fn pin_to(cpu: usize) {
     // SAFETY: cpu_set_t is plain old data; CPU_SET writes inside it, and
@@ -162,6 +173,12 @@ impl Server {
     /// Counters summed over cores.
     pub fn stats(&self) -> StatsSnapshot {
         StatsSnapshot::sum(self.stats.iter().map(|s| &**s))
+    }
+
+    /// A handle that reads the counters from any thread, also after the
+    /// server has stopped.
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader(self.stats.clone())
     }
 
     /// Counters of each core.

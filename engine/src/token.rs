@@ -50,6 +50,8 @@ pub enum Token {
 pub enum RingOp {
     /// The multishot accept on the listener.
     Accept = 1,
+    /// A single-shot accept (near the end of a file table).
+    AcceptOne = 5,
     /// The periodic tick driving the timer wheel.
     Tick = 2,
     /// The read on the wake eventfd (mailbox, shutdown).
@@ -99,6 +101,7 @@ impl Token {
                 2 => Token::Ring(RingOp::Tick),
                 3 => Token::Ring(RingOp::Wake),
                 4 => Token::Ring(RingOp::Cancel),
+                5 => Token::Ring(RingOp::AcceptOne),
                 n if (LANE_BASE..LANE_BASE + 256).contains(&n) => {
                     Token::LaneReady((n - LANE_BASE) as u8)
                 }
@@ -150,7 +153,13 @@ mod tests {
     #[test]
     fn ring_tokens_sit_above_every_conn_token() {
         let highest_conn = Token::conn(ConnOp::Cancel, u32::MAX, GEN_MASK);
-        for op in [RingOp::Accept, RingOp::Tick, RingOp::Wake, RingOp::Cancel] {
+        for op in [
+            RingOp::Accept,
+            RingOp::Tick,
+            RingOp::Wake,
+            RingOp::Cancel,
+            RingOp::AcceptOne,
+        ] {
             assert!(Token::ring(op) > highest_conn);
             assert_eq!(Token::decode(Token::ring(op)), Token::Ring(op));
         }

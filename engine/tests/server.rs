@@ -241,21 +241,23 @@ fn shutdown_sends_1001_to_everyone() {
 
 #[test]
 fn connections_spill_over_into_more_file_tables() {
-    // Tables of 256 direct descriptors: 700 connections need three lanes,
-    // and accepting must move on before a table fills (or the kernel would
-    // accept and drop with -ENFILE).
+    // Tables of 512 direct descriptors: 1100 connections need three lanes.
+    // Each table is filled by a multishot accept, then by single-shot ones
+    // near its end, and accepting moves on before it is full (or the kernel
+    // would accept and drop with -ENFILE).
     let server = start(1, |c| {
-        c.files_per_lane = 256;
-        c.max_connections_per_core = 1024;
+        c.files_per_lane = 512;
+        c.max_connections_per_core = 1536;
+        c.backlog = 64;
     });
     let addr = server.local_addr();
-    let mut clients: Vec<Client> = (0..700).map(|_| client(addr)).collect();
+    let mut clients: Vec<Client> = (0..1100).map(|_| client(addr)).collect();
     for (i, ws) in clients.iter_mut().enumerate().step_by(7) {
         send(ws, &format!("lane check {i}"));
         assert_eq!(recv_text(ws), format!("lane check {i}"));
     }
     let s = server.stats();
-    assert_eq!(s.upgraded, 700);
+    assert_eq!(s.upgraded, 1100);
     assert_eq!(s.accept_errors, 0, "no accept was dropped for a full table");
     drop(clients);
     let s = wait_for(&server, Duration::from_secs(10), |s| s.open == 0);

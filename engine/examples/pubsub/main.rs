@@ -12,6 +12,11 @@ use std::process::ExitCode;
 
 use ringhub_engine::{Config, Server, block_termination_signals};
 
+/// Small, frequent allocations (frames, queue nodes) are the engine's
+/// pattern; mimalloc's per-thread heaps serve them without contention.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn usage() -> ExitCode {
     eprintln!(
         "usage: pubsub [--port P] [--host IP] [--cores N] [--cpu-offset C] [--no-pin] [--no-deflate]"
@@ -64,8 +69,12 @@ fn main() -> ExitCode {
         }
     };
     eprintln!("pubsub: listening on {}", server.local_addr());
+    let stats = server.stats_reader();
     match server.run_until_signal() {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            eprintln!("pubsub: stopped; {:?}", stats.snapshot());
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("pubsub: {e}");
             ExitCode::FAILURE
