@@ -18,6 +18,34 @@ const WEBSOCKET_GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
 ///
 /// Everything it exposes borrows from the receive buffer: routing, origin and
 /// auth checks happen before anything is copied.
+///
+/// ```
+/// use ringhub_proto::{
+///     DeflateConfig, Parsed, RequestLimits, WebSocketUpgrade, negotiate_deflate, parse_request,
+/// };
+///
+/// let received = b"GET /ws?token=t HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n\
+///     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+///     Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n";
+/// let Parsed::Complete { request, head_len } = parse_request(received, &RequestLimits::default())?
+/// else {
+///     return Ok(()); // keep the bytes, read more, call again
+/// };
+/// let mut out = Vec::new();
+/// match WebSocketUpgrade::from_request(&request) {
+///     Ok(upgrade) => {
+///         // Route on upgrade.path(), check upgrade.origin() and the token here.
+///         let deflate = negotiate_deflate(upgrade.extension_headers(), &DeflateConfig::default());
+///         let protocol = upgrade.select_protocol(&["chat.v1"]);
+///         upgrade.write_accept(&mut out, protocol, deflate.as_ref());
+///     }
+///     Err(refused) => refused.write_response(&mut out),
+/// }
+/// assert!(out.starts_with(b"HTTP/1.1 101 Switching Protocols\r\n"));
+/// // Frames start at received[head_len..].
+/// assert_eq!(head_len, received.len());
+/// # Ok::<(), ringhub_proto::RequestError>(())
+/// ```
 #[derive(Debug, Clone, Copy)]
 pub struct WebSocketUpgrade<'r, 'a> {
     request: &'r Request<'a>,

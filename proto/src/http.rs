@@ -209,7 +209,10 @@ pub enum Parsed<'a> {
 }
 
 /// One header line. The value is raw bytes: HTTP allows non-UTF-8 octets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// `Debug` hides the values of credential headers, so a logged request does
+/// not leak tokens.
+#[derive(Clone, Copy, PartialEq, Eq)]
 pub struct Header<'a> {
     /// Name as sent; compare case-insensitively.
     pub name: &'a str,
@@ -237,11 +240,43 @@ pub struct Request<'a> {
     header_count: usize,
 }
 
+/// Headers whose values are credentials.
+const SECRET_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "x-api-key",
+];
+
+impl fmt::Debug for Header<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let secret = SECRET_HEADERS
+            .iter()
+            .any(|s| self.name.eq_ignore_ascii_case(s));
+        let mut header = f.debug_struct("Header");
+        header.field("name", &self.name);
+        if secret {
+            header.field(
+                "value",
+                &format_args!("<{} bytes hidden>", self.value.len()),
+            );
+        } else {
+            header.field("value", &String::from_utf8_lossy(self.value));
+        }
+        header.finish()
+    }
+}
+
+/// `Debug` shows the path but not the query, which may carry `?token=`.
 impl fmt::Debug for Request<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Request")
             .field("method", &self.method)
-            .field("target", &self.target)
+            .field("path", &self.path)
+            .field(
+                "query",
+                &self.query.map(|q| format!("<{} bytes hidden>", q.len())),
+            )
             .field("version", &format_args!("HTTP/1.{}", self.minor_version))
             .field("headers", &self.headers())
             .finish()
@@ -778,6 +813,16 @@ mod tests {
     fn header_values_come_without_surrounding_whitespace() {
         let (req, _) = complete(b"GET / HTTP/1.1\r\nSec-WebSocket-Version: \t 13 \t\r\n\r\n");
         assert_eq!(req.header("SEC-WEBSOCKET-VERSION"), Some(&b"13"[..]));
+    }
+
+    #[test]
+    fn debug_output_hides_credentials() {
+        let (req, _) = complete(
+            b"GET /ws?token=sekrit HTTP/1.1\r\nAuthorization: Bearer sekrit\r\nCookie: s=sekrit\r\nHost: h\r\n\r\n",
+        );
+        let debug = format!("{req:?}");
+        assert!(!debug.contains("sekrit"), "{debug}");
+        assert!(debug.contains("/ws") && debug.contains("\"h\""), "{debug}");
     }
 
     #[test]
