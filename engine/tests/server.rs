@@ -396,3 +396,65 @@ fn plain_http_requests_reach_the_handler() {
     assert_eq!(server.stats().http_requests, 2);
     stop(server);
 }
+
+/// The pub/sub example binary, which `cargo test` builds next to the tests.
+fn example_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    let dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = dir.join("examples").join("pubsub");
+    assert!(
+        bin.exists(),
+        "{} is missing: run the tests with `cargo test -p ringhub-engine`, which builds the examples",
+        bin.display()
+    );
+    bin
+}
+
+#[test]
+fn sigterm_closes_with_1001_and_exits_zero() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(example_binary())
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--cores",
+            "2",
+            "--no-pin",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the example");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = lines.next().expect("a line").expect("utf-8");
+    let addr: std::net::SocketAddr = first
+        .rsplit(' ')
+        .next()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    let mut ws = client(addr);
+    send(&mut ws, "before");
+    assert_eq!(recv_text(&mut ws), "before");
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    assert_eq!(recv_close_code(&mut ws), Some(1001));
+    drop(ws);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server did not exit within 20 s of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(code.success(), "exit status {code}");
+}
