@@ -81,7 +81,8 @@ pub fn draw(results: &[StepResult], path: &Path) -> Result<(), ChartError> {
         .x_label_area_size(36)
         .y_label_area_size(60)
         .build_cartesian_2d(
-            (min_conns / 1.5..max_conns * 1.5).log_scale(),
+            // At least a factor of 10 wide, so a single step still gets labels.
+            (min_conns.min(max_conns / 10.0).max(0.5)..max_conns * 2.0).log_scale(),
             (min_us / 2.0..max_us * 2.0).log_scale(),
         )
         .map_err(|e| err(&e))?;

@@ -65,12 +65,21 @@ pub fn summary(r: &StepResult) -> String {
             server.cpu_connect * 100.0,
             server.cpu_run * 100.0
         );
+        let ns = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.0} ns"));
+        let _ = writeln!(
+            s,
+            "  server CPU         {} per upgrade, {} per delivery",
+            ns(server.cpu_ns_per_upgrade),
+            ns(server.cpu_ns_per_delivery)
+        );
     }
     let _ = writeln!(
         s,
-        "  generator          busiest thread at {:.0}% of a core, {:.2} CPU s in all",
+        "  generator          busiest thread at {:.0}% of a core, {:.2} CPU s in all{}",
         r.generator_cpu_max * 100.0,
-        r.generator_cpu_secs
+        r.generator_cpu_secs,
+        r.generator_cpu_ns_per_delivery
+            .map_or(String::new(), |v| format!(", {v:.0} ns per delivery"))
     );
     if let Some(load) = r.host_load {
         let _ = writeln!(
@@ -91,7 +100,7 @@ pub fn summary(r: &StepResult) -> String {
 /// A compact row per step, for `--compare` and sweeps.
 pub fn table(results: &[StepResult]) -> String {
     let mut s = String::from(
-        "target                      conns   estab  failed  conn/s    deliv/s    lost   dup    p50µs    p99µs  p99.9µs   srv B/conn  srv CPU  gen CPU\n",
+        "target                      conns   estab  failed  conn/s    deliv/s    lost   dup    p50µs    p99µs  p99.9µs  srv MiB  srv B/conn  srv ns/op  gen CPU\n",
     );
     for r in results {
         let p = if r.workload == "connect" {
@@ -99,23 +108,26 @@ pub fn table(results: &[StepResult]) -> String {
         } else {
             &r.latency
         };
-        let (per_conn, cpu) = r
-            .server
-            .as_ref()
-            .map_or(("-".to_owned(), "-".to_owned()), |sv| {
-                let cpu = if r.workload == "connect" {
-                    sv.cpu_connect
+        let server = r.server.as_ref();
+        let rss = server.map_or("-".to_owned(), |sv| {
+            format!("{:.1}", mib(sv.rss_connected_bytes))
+        });
+        let per_conn = server.map_or("-".to_owned(), |sv| {
+            format!("{:.0}", sv.rss_per_connection_bytes)
+        });
+        // CPU per unit of work: per upgrade for connect, per delivery otherwise.
+        let per_op = server
+            .and_then(|sv| {
+                if r.workload == "connect" {
+                    sv.cpu_ns_per_upgrade
                 } else {
-                    sv.cpu_run
-                };
-                (
-                    format!("{:.0}", sv.rss_per_connection_bytes),
-                    format!("{:.0}%", cpu * 100.0),
-                )
-            });
+                    sv.cpu_ns_per_delivery
+                }
+            })
+            .map_or("-".to_owned(), |v| format!("{v:.0}"));
         let _ = writeln!(
             s,
-            "{:<26} {:>6} {:>7} {:>7} {:>7.0} {:>10.0} {:>7} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>12} {:>8} {:>7.0}%",
+            "{:<26} {:>6} {:>7} {:>7} {:>7.0} {:>10.0} {:>7} {:>5} {:>8.1} {:>8.1} {:>8.1} {:>8} {:>11} {:>10} {:>7.0}%",
             r.target,
             r.connections,
             r.counters.established,
@@ -127,8 +139,9 @@ pub fn table(results: &[StepResult]) -> String {
             p.p50_us,
             p.p99_us,
             p.p999_us,
+            rss,
             per_conn,
-            cpu,
+            per_op,
             r.generator_cpu_max * 100.0
         );
     }

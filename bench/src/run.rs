@@ -56,6 +56,11 @@ pub struct ServerUsage {
     /// and in the measured phase (1.0 = one core).
     pub cpu_connect: f64,
     pub cpu_run: f64,
+    /// Server CPU time per delivery in the measured phase, in nanoseconds:
+    /// unlike throughput, barely moved by other load on the host.
+    pub cpu_ns_per_delivery: Option<f64>,
+    /// Server CPU time per upgrade in the connect phase.
+    pub cpu_ns_per_upgrade: Option<f64>,
 }
 
 /// Server memory at a number of established connections.
@@ -92,6 +97,8 @@ pub struct StepResult {
     /// Busiest generator thread's CPU share; above 0.9 it was the bottleneck.
     pub generator_cpu_max: f64,
     pub generator_cpu_secs: f64,
+    /// Generator CPU time per delivery (sending and receiving it), ns.
+    pub generator_cpu_ns_per_delivery: Option<f64>,
     pub generator_saturated: bool,
     pub server: Option<ServerUsage>,
     pub memory: Vec<MemorySample>,
@@ -225,6 +232,14 @@ fn result(
                     connected.cpu_ns - before.cpu_ns.min(connected.cpu_ns),
                     connect_wall,
                 ),
+                cpu_ns_per_delivery: per(
+                    after.cpu_ns.saturating_sub(connected.cpu_ns),
+                    report.counters.unique,
+                ),
+                cpu_ns_per_upgrade: per(
+                    connected.cpu_ns.saturating_sub(before.cpu_ns),
+                    established,
+                ),
                 cpu_run: share(
                     after.cpu_ns.saturating_sub(connected.cpu_ns),
                     watch.go_at.map_or(0, |t| t.elapsed().as_nanos() as u64),
@@ -252,6 +267,7 @@ fn result(
         throughput: per_sec(report.counters.unique, report.active_ns),
         generator_cpu_max: report.max_cpu_share,
         generator_cpu_secs: secs(report.connect_cpu_ns + report.run_cpu_ns),
+        generator_cpu_ns_per_delivery: per(report.run_cpu_ns, report.counters.unique),
         generator_saturated: report.max_cpu_share > SATURATED,
         server,
         memory: watch.memory.clone(),
@@ -259,6 +275,10 @@ fn result(
         host_load: procstat::load_average(),
         first_error: report.first_error.clone(),
     }
+}
+
+fn per(cpu_ns: u64, count: u64) -> Option<f64> {
+    (count > 0).then(|| cpu_ns as f64 / count as f64)
 }
 
 fn share(cpu_ns: u64, wall_ns: u64) -> f64 {
