@@ -5,8 +5,8 @@ use std::hint::black_box;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use ringhub_proto::{
-    FrameHead, Limits, MessageAssembler, Opcode, ParsedFrame, Role, apply_mask, encode_frame,
-    encode_header, encode_masked_frame, parse_frame,
+    Decoded, FrameHead, Limits, MessageAssembler, Opcode, ParsedFrame, Role, apply_mask,
+    encode_frame, encode_header, encode_masked_frame, parse_frame,
 };
 
 const KEY: [u8; 4] = [0x37, 0xFA, 0x21, 0x3D];
@@ -44,16 +44,14 @@ fn parse(c: &mut Criterion) {
                 },
             )
         });
-        // Parse and assemble a text message: unmask plus UTF-8 validation.
+        // Decode a text message: parse, unmask, UTF-8 check, message out.
         let wire = masked_frame(Opcode::Text, len);
         let mut assembler = MessageAssembler::new();
         group.bench_with_input(BenchmarkId::new("text_message", len), &len, |b, _| {
             b.iter_batched_ref(
                 || wire.clone(),
-                |buf| match parse_frame(buf, Role::Server, &limits, false) {
-                    Ok(ParsedFrame::Complete { frame, .. }) => {
-                        black_box(assembler.push(frame, &limits).is_ok())
-                    }
+                |buf| match assembler.decode(buf, Role::Server, &limits, false) {
+                    Ok(Decoded::Frame { message, .. }) => black_box(message.is_some()),
                     _ => unreachable!(),
                 },
                 BatchSize::SmallInput,

@@ -169,21 +169,21 @@ pub fn parse_frame<'a>(
 }
 
 /// A header that passed every check.
-struct Header {
-    head: FrameHead,
-    mask: Option<[u8; 4]>,
+pub(crate) struct Header {
+    pub(crate) head: FrameHead,
+    pub(crate) mask: Option<[u8; 4]>,
     /// At most the applicable limit, so it fits in memory.
-    payload_len: usize,
+    pub(crate) payload_len: usize,
     /// Encoded length of the header (lengths need not be minimally encoded).
-    len: usize,
+    pub(crate) len: usize,
 }
 
-enum HeaderStatus {
+pub(crate) enum HeaderStatus {
     Complete(Header),
     Incomplete(usize),
 }
 
-fn parse_header(
+pub(crate) fn parse_header(
     buf: &[u8],
     role: Role,
     limits: &Limits,

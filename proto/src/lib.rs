@@ -36,5 +36,5 @@ pub use http::{
     StatusCode, parse_request,
 };
 pub use mask::{apply_mask, apply_mask_at};
-pub use message::{Message, MessageAssembler};
+pub use message::{Decoded, Message, MessageAssembler};
 pub use utf8::{Utf8Validator, validate_utf8};

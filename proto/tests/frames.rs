@@ -6,8 +6,9 @@ use std::borrow::Cow;
 
 use proptest::prelude::*;
 use ringhub_proto::{
-    CloseCode, FrameHead, Limits, Message, MessageAssembler, Opcode, ParsedFrame, ProtocolError,
-    Role, encode_close_frame, encode_frame, encode_header, encode_masked_frame, parse_frame,
+    CloseCode, Decoded, FrameHead, Limits, Message, MessageAssembler, Opcode, ParsedFrame,
+    ProtocolError, Role, encode_close_frame, encode_frame, encode_header, encode_masked_frame,
+    parse_frame,
 };
 
 /// What a message looks like once it no longer borrows the receive buffer.
@@ -39,6 +40,8 @@ impl From<Message<'_>> for Owned {
 /// A receive loop as the engine runs it: parse frames from what has arrived,
 /// keep the partial frame at the end for the next read.
 struct Receiver {
+    /// `MessageAssembler::decode`, or `parse_frame` then `push`.
+    via_decode: bool,
     role: Role,
     limits: Limits,
     compression: bool,
@@ -52,6 +55,7 @@ struct Receiver {
 impl Receiver {
     fn new(role: Role, limits: Limits, compression: bool) -> Self {
         Receiver {
+            via_decode: true,
             role,
             limits,
             compression,
@@ -67,24 +71,34 @@ impl Receiver {
         self.peak_pending = self.peak_pending.max(self.pending.len());
         let mut start = 0;
         let result = loop {
-            match parse_frame(
-                &mut self.pending[start..],
-                self.role,
-                &self.limits,
-                self.compression,
-            ) {
-                Ok(ParsedFrame::Complete { frame, consumed }) => {
+            let buf = &mut self.pending[start..];
+            let step = if self.via_decode {
+                self.assembler
+                    .decode(buf, self.role, &self.limits, self.compression)
+                    .map(|decoded| match decoded {
+                        Decoded::Frame { message, consumed } => Ok((message, consumed)),
+                        Decoded::Incomplete { needed } => Err(needed),
+                    })
+            } else {
+                match parse_frame(buf, self.role, &self.limits, self.compression) {
+                    Ok(ParsedFrame::Complete { frame, consumed }) => self
+                        .assembler
+                        .push(frame, &self.limits)
+                        .map(|message| Ok((message, consumed))),
+                    Ok(ParsedFrame::Incomplete { needed }) => Ok(Err(needed)),
+                    Err(e) => Err(e),
+                }
+            };
+            match step {
+                Ok(Ok((message, consumed))) => {
                     start += consumed;
-                    match self.assembler.push(frame, &self.limits) {
-                        Ok(Some(message)) => out.push(message.into()),
-                        Ok(None) => {}
-                        Err(e) => break Err(e),
-                    }
+                    out.extend(message.map(Owned::from));
                     self.peak_reassembly = self.peak_reassembly.max(self.assembler.capacity());
                 }
-                Ok(ParsedFrame::Incomplete { needed }) => {
+                Ok(Err(needed)) => {
                     // The driver may size its buffer from this: it must stay
                     // within one maximal frame.
+                    assert!(needed > 0);
                     assert!(self.pending.len() - start + needed <= self.limits.max_frame + 14);
                     break Ok(());
                 }
@@ -514,6 +528,7 @@ proptest! {
             1..6),
         key in any::<[u8; 4]>(),
         reads in proptest::collection::vec(any::<usize>(), 0..12),
+        via_decode in any::<bool>(),
     ) {
         let mut wire = Vec::new();
         let mut expected = Vec::new();
@@ -533,6 +548,7 @@ proptest! {
             });
         }
         let mut receiver = server();
+        receiver.via_decode = via_decode;
         let mut out = Vec::new();
         for w in split_points(wire.len(), &reads).windows(2) {
             receiver.receive(&wire[w[0]..w[1]], &mut out).unwrap();
@@ -550,9 +566,10 @@ proptest! {
         reads in proptest::collection::vec(any::<usize>(), 0..10),
         role_is_server in any::<bool>(),
         compression in any::<bool>(),
+        via_decode in any::<bool>(),
     ) {
         let role = if role_is_server { Role::Server } else { Role::Client };
-        check_bounded(role, compression, &bytes, &reads);
+        check_bounded(role, compression, via_decode, &bytes, &reads);
     }
 
     /// The same with frame-shaped input, which gets much further: random
@@ -566,23 +583,52 @@ proptest! {
             0..20),
         reads in proptest::collection::vec(any::<usize>(), 0..10),
         compression in any::<bool>(),
+        via_decode in any::<bool>(),
     ) {
-        let mut wire = Vec::new();
-        for (b0, len, masked, fill) in frames {
-            wire.push(b0);
-            let mask_bit = if masked { 0x80 } else { 0 };
-            if len < 126 {
-                wire.push(mask_bit | len as u8);
-            } else {
-                wire.push(mask_bit | 126);
-                wire.extend_from_slice(&(len as u16).to_be_bytes());
+        let wire = frame_shaped(&frames);
+        check_bounded(Role::Server, compression, via_decode, &wire, &reads);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// `decode` and `parse_frame` + `push` agree on every stream: the same
+    /// messages and the same error. `decode` may only fail sooner, on a frame
+    /// still arriving, whose header or text already breaks a rule.
+    #[test]
+    fn decode_agrees_with_parse_and_push(
+        frames in proptest::collection::vec(
+            (first_byte(), prop_oneof![0usize..130, 240usize..260],
+             prop_oneof![9 => Just(true), 1 => Just(false)],
+             prop_oneof![3 => 0x20u8..0x7F, 1 => any::<u8>()]),
+            0..12),
+        reads in proptest::collection::vec(any::<usize>(), 0..10),
+        compression in any::<bool>(),
+    ) {
+        let wire = frame_shaped(&frames);
+        let limits = Limits { max_frame: 250, max_message: 400 };
+        let run = |via_decode: bool| {
+            let mut receiver = Receiver::new(Role::Server, limits, compression);
+            receiver.via_decode = via_decode;
+            let mut out = Vec::new();
+            let mut error = None;
+            for w in split_points(wire.len(), &reads).windows(2) {
+                if let Err(e) = receiver.receive(&wire[w[0]..w[1]], &mut out) {
+                    error = Some(e);
+                    break;
+                }
             }
-            if masked {
-                wire.extend_from_slice(&[fill, 1, 2, 3]);
-            }
-            wire.extend(std::iter::repeat_n(fill, len));
+            (out, error, receiver.pending.is_empty())
+        };
+        let (decoded, decode_error, _) = run(true);
+        let (pushed, push_error, push_drained) = run(false);
+        prop_assert_eq!(decoded, pushed);
+        match (decode_error, push_error) {
+            (a, Some(b)) => prop_assert_eq!(a, Some(b)),
+            (Some(_), None) => prop_assert!(!push_drained, "decode failed on a complete stream"),
+            (None, None) => {}
         }
-        check_bounded(Role::Server, compression, &wire, &reads);
     }
 }
 
@@ -598,12 +644,33 @@ fn first_byte() -> impl Strategy<Value = u8> {
     prop_oneof![9 => legal, 1 => any::<u8>()]
 }
 
-fn check_bounded(role: Role, compression: bool, bytes: &[u8], reads: &[usize]) {
+/// Frame-shaped bytes from (first byte, length, masked, fill) tuples.
+fn frame_shaped(frames: &[(u8, usize, bool, u8)]) -> Vec<u8> {
+    let mut wire = Vec::new();
+    for &(b0, len, masked, fill) in frames {
+        wire.push(b0);
+        let mask_bit = if masked { 0x80 } else { 0 };
+        if len < 126 {
+            wire.push(mask_bit | len as u8);
+        } else {
+            wire.push(mask_bit | 126);
+            wire.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        if masked {
+            wire.extend_from_slice(&[fill, 1, 2, 3]);
+        }
+        wire.extend(std::iter::repeat_n(fill, len));
+    }
+    wire
+}
+
+fn check_bounded(role: Role, compression: bool, via_decode: bool, bytes: &[u8], reads: &[usize]) {
     let limits = Limits {
         max_frame: 250,
         max_message: 400,
     };
     let mut receiver = Receiver::new(role, limits, compression);
+    receiver.via_decode = via_decode;
     let mut out = Vec::new();
     for w in split_points(bytes.len(), reads).windows(2) {
         let result = receiver.receive(&bytes[w[0]..w[1]], &mut out);
