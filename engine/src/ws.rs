@@ -21,7 +21,9 @@ pub(crate) fn on_bytes<H: Handler>(io: &mut Io<H>, handler: &mut H, index: u32, 
     let Some(c) = io.conns.get_mut(index as usize) else {
         return;
     };
-    if c.phase == Phase::Gone || c.has(flag::LINGER) {
+    // Once the final answer (an HTTP response, a refusal, our last close
+    // frame) is queued, whatever else arrives is dropped.
+    if c.phase == Phase::Gone || c.has(flag::LINGER) || c.has(flag::CLOSE_AFTER_FLUSH) {
         return;
     }
     if c.leftover.is_empty() {

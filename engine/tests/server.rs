@@ -190,6 +190,13 @@ fn bad_handshakes_get_http_errors() {
         let out = String::from_utf8_lossy(&read_to_end(&mut s)).into_owned();
         assert!(out.starts_with(status), "{request:?} got {out:?}");
     }
+    // Whatever follows a refused request is not answered again.
+    let mut s = raw(addr);
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let _ = s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+    let out = String::from_utf8_lossy(&read_to_end(&mut s)).into_owned();
+    assert_eq!(out.matches("HTTP/1.1 ").count(), 1, "{out}");
     stop(server);
 }
 
