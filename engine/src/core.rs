@@ -13,7 +13,7 @@ use crate::bufring::BufRing;
 use crate::config::Config;
 use crate::conn::{Phase, flag};
 use crate::error::EngineError;
-use crate::handler::{CloseReason, Ctx, Handler};
+use crate::handler::{CloseReason, Ctx, Handler, Mail};
 use crate::io::Io;
 use crate::lane::Lane;
 use crate::listener::Listener;
@@ -59,7 +59,7 @@ pub(crate) struct Core<H: Handler> {
     handler: H,
     io: Io<H>,
     listener: Option<Listener>,
-    inbox: Inbox<H::Post>,
+    inbox: Inbox<Mail<H::Post>>,
     shared: Arc<Shared>,
     started: Instant,
     tick_spec: Box<Timespec>,
@@ -77,8 +77,8 @@ impl<H: Handler> Core<H> {
         config: Arc<Config>,
         listener: Listener,
         handler: H,
-        inbox: Inbox<H::Post>,
-        outboxes: Vec<crate::mailbox::Outbox<H::Post>>,
+        inbox: Inbox<Mail<H::Post>>,
+        outboxes: Vec<crate::mailbox::Outbox<Mail<H::Post>>>,
         shared: Arc<Shared>,
         stats: Arc<CoreStats>,
     ) -> Result<Core<H>, EngineError> {
@@ -527,9 +527,24 @@ impl<H: Handler> Core<H> {
     fn on_wake(&mut self) {
         self.inbox.waker().clear();
         self.arm_wake();
-        while let Some(post) = self.inbox.try_recv() {
-            let mut ctx = Ctx { io: &mut self.io };
-            self.handler.on_post(&mut ctx, post);
+        while let Some(mail) = self.inbox.try_recv() {
+            match mail {
+                Mail::App(post) => {
+                    let mut ctx = Ctx { io: &mut self.io };
+                    self.handler.on_post(&mut ctx, post);
+                }
+                Mail::Send(conn, mut frame) => {
+                    let _ = self.io.send_shared(conn, &mut frame);
+                }
+                Mail::SendMany(conns, mut frame) => {
+                    for conn in conns {
+                        let _ = self.io.send_shared(conn, &mut frame);
+                    }
+                }
+                Mail::Close(conn, code) => {
+                    self.io.close_with(conn, code, "", CloseReason::Local(code));
+                }
+            }
         }
         if self.shared.shutdown.load(Ordering::Acquire) && !self.io.shutting_down {
             self.begin_shutdown();

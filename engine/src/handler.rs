@@ -84,11 +84,21 @@ pub enum CloseReason {
     Vanished,
 }
 
+/// What travels between cores: the application's posts, and sends or
+/// closes for connections the target core owns.
+#[derive(Debug)]
+pub(crate) enum Mail<P> {
+    App(P),
+    Send(ConnId, SharedFrame),
+    SendMany(Vec<ConnId>, SharedFrame),
+    Close(ConnId, CloseCode),
+}
+
 /// Why a send was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SendError {
-    /// The connection is gone, closing, or on another core.
-    #[error("the connection is closed or not on this core")]
+    /// The connection is gone or closing (or its core's mailbox is full).
+    #[error("the connection is closed, or its core is not taking mail")]
     Closed,
     /// The connection's send queue overflowed: it is being closed with 1008.
     #[error("the connection is too slow and is being closed")]
@@ -220,49 +230,101 @@ impl<H: Handler> Ctx<'_, H> {
         self.io.conn_mut(conn).map(|c| &mut c.state)
     }
 
-    /// Sends a text message.
+    /// Sends a text message. To a connection on another core it goes
+    /// through that core's mailbox: `Ok` then means handed over, not sent.
     pub fn send_text(&mut self, conn: ConnId, text: &str) -> Result<(), SendError> {
+        if conn.core != self.io.core_id {
+            return self.forward(
+                conn.core,
+                Mail::Send(conn, SharedFrame::text(text.to_owned())),
+            );
+        }
         self.io.send_data(conn, true, text.as_bytes())
     }
 
-    /// Sends a binary message.
+    /// Sends a binary message (to any core, like [`Ctx::send_text`]).
     pub fn send_binary(&mut self, conn: ConnId, data: &[u8]) -> Result<(), SendError> {
+        if conn.core != self.io.core_id {
+            let frame = SharedFrame::binary(Bytes::copy_from_slice(data));
+            return self.forward(conn.core, Mail::Send(conn, frame));
+        }
         self.io.send_data(conn, false, data)
     }
 
-    /// Sends a frame encoded once for many connections.
+    /// Sends a frame encoded once for many connections (to any core).
     pub fn send_shared(&mut self, conn: ConnId, frame: &mut SharedFrame) -> Result<(), SendError> {
+        if conn.core != self.io.core_id {
+            return self.forward(conn.core, Mail::Send(conn, frame.clone()));
+        }
         self.io.send_shared(conn, frame)
     }
 
-    /// Sends `frame` to every connection in `conns` on this core; returns how
-    /// many took it. Closed ids are skipped; slow consumers are closed.
+    /// Sends `frame` to every connection in `conns`, on this core directly
+    /// and on other cores with one mailbox message per core. Returns how many
+    /// local connections took it plus how many were handed to other cores.
+    /// Closed ids are skipped; slow consumers are closed.
     pub fn broadcast<I>(&mut self, conns: I, frame: &mut SharedFrame) -> usize
     where
         I: IntoIterator<Item = ConnId>,
     {
-        conns
-            .into_iter()
-            .filter(|c| self.io.send_shared(*c, frame).is_ok())
-            .count()
+        let here = self.io.core_id;
+        let mut remote: Vec<Vec<ConnId>> = Vec::new();
+        let mut count = 0;
+        for conn in conns {
+            if conn.core == here {
+                count += usize::from(self.io.send_shared(conn, frame).is_ok());
+            } else {
+                let core = usize::from(conn.core);
+                if remote.len() <= core {
+                    remote.resize_with(core + 1, Vec::new);
+                }
+                remote[core].push(conn);
+            }
+        }
+        for (core, ids) in remote.into_iter().enumerate() {
+            if ids.is_empty() {
+                continue;
+            }
+            let n = ids.len();
+            if self
+                .forward(core as u16, Mail::SendMany(ids, frame.clone()))
+                .is_ok()
+            {
+                count += n;
+            }
+        }
+        count
     }
 
-    /// Starts the close handshake with `code`.
+    /// Starts the close handshake with `code` (on any core).
     pub fn close(&mut self, conn: ConnId, code: CloseCode, reason: &str) {
+        if conn.core != self.io.core_id {
+            let _ = self.forward(conn.core, Mail::Close(conn, code));
+            return;
+        }
         self.io
             .close_with(conn, code, reason, CloseReason::Local(code));
     }
 
-    /// Posts `msg` to core `core`'s [`Handler::on_post`]. Never blocks: a full
-    /// mailbox is an error the caller decides about.
-    pub fn post(&mut self, core: u16, msg: H::Post) -> Result<(), PostError> {
+    /// Hands engine mail to another core.
+    fn forward(&mut self, core: u16, mail: Mail<H::Post>) -> Result<(), SendError> {
+        self.deliver_mail(core, mail).map_err(|_| SendError::Closed)
+    }
+
+    fn deliver_mail(&mut self, core: u16, mail: Mail<H::Post>) -> Result<(), PostError> {
         let result = match self.io.outboxes.get(usize::from(core)) {
-            Some(outbox) => outbox.post(msg),
+            Some(outbox) => outbox.post(mail),
             None => Err(PostError::NoSuchCore),
         };
         if result == Err(PostError::Full) {
             crate::stats::CoreStats::add(&self.io.stats.mailbox_full, 1);
         }
         result
+    }
+
+    /// Posts `msg` to core `core`'s [`Handler::on_post`]. Never blocks: a full
+    /// mailbox is an error the caller decides about.
+    pub fn post(&mut self, core: u16, msg: H::Post) -> Result<(), PostError> {
+        self.deliver_mail(core, Mail::App(msg))
     }
 }

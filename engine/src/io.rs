@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::conn::{Conn, Phase, SendOp, flag};
-use crate::handler::{CloseReason, ConnId, Handler, SendError, SharedFrame};
+use crate::handler::{CloseReason, ConnId, Handler, Mail, SendError, SharedFrame};
 use crate::mailbox::Outbox;
 use crate::sendq::MAX_IOVECS;
 use crate::stats::CoreStats;
@@ -72,7 +72,7 @@ pub struct Io<H: Handler> {
     /// Close notifications for the handler, delivered after the current
     /// callback returns (so a handler is never re-entered).
     pub(crate) closed: Vec<(ConnId, CloseReason)>,
-    pub(crate) outboxes: Vec<Outbox<H::Post>>,
+    pub(crate) outboxes: Vec<Outbox<Mail<H::Post>>>,
     pub(crate) stats: Arc<CoreStats>,
     pub(crate) compressors: Compressors,
     /// Scratch for compression output.
@@ -89,7 +89,7 @@ impl<H: Handler> Io<H> {
     pub(crate) fn new(
         core_id: u16,
         config: Arc<Config>,
-        outboxes: Vec<Outbox<H::Post>>,
+        outboxes: Vec<Outbox<Mail<H::Post>>>,
         stats: Arc<CoreStats>,
     ) -> Io<H> {
         Io {

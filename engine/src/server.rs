@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use crate::config::Config;
 use crate::core::{Core, Shared};
 use crate::error::EngineError;
-use crate::handler::Handler;
+use crate::handler::{Handler, Mail};
 use crate::listener::Listener;
 use crate::mailbox::{Waker, mailbox};
 use crate::stats::{CoreStats, StatsSnapshot};
@@ -96,7 +96,7 @@ impl Server {
         let mut outboxes = Vec::with_capacity(cores);
         let mut inboxes = Vec::with_capacity(cores);
         for w in &wakers {
-            let (tx, rx) = mailbox::<H::Post>(config.mailbox_capacity, w.clone());
+            let (tx, rx) = mailbox::<Mail<H::Post>>(config.mailbox_capacity, w.clone());
             outboxes.push(tx);
             inboxes.push(rx);
         }

@@ -465,3 +465,89 @@ fn sigterm_closes_with_1001_and_exits_zero() {
     };
     assert!(code.success(), "exit status {code}");
 }
+
+/// Relays `"<n>:<text>"` to the n-th connection opened, wherever it lives;
+/// `"<n>:close"` closes it with 4000.
+struct Relay {
+    opened: std::sync::Arc<std::sync::Mutex<Vec<ringhub_engine::ConnId>>>,
+}
+
+impl ringhub_engine::Handler for Relay {
+    type State = ();
+    type Post = ();
+
+    fn on_open(
+        &mut self,
+        _: &mut ringhub_engine::Ctx<'_, Self>,
+        conn: ringhub_engine::ConnId,
+        _: &ringhub_engine::WebSocketUpgrade<'_, '_>,
+    ) -> ringhub_engine::Decision {
+        self.opened.lock().unwrap().push(conn);
+        ringhub_engine::Decision::accept()
+    }
+
+    fn on_message(
+        &mut self,
+        ctx: &mut ringhub_engine::Ctx<'_, Self>,
+        _: ringhub_engine::ConnId,
+        message: ringhub_engine::Message<'_>,
+    ) {
+        let ringhub_engine::Message::Text(text) = message else {
+            return;
+        };
+        let Some((n, body)) = text.split_once(':') else {
+            return;
+        };
+        let target = n
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| self.opened.lock().unwrap().get(n).copied());
+        if let Some(target) = target {
+            if body == "close" {
+                ctx.close(target, ringhub_engine::CloseCode::Other(4000), "relay");
+            } else {
+                ctx.send_text(target, body).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn sends_and_closes_reach_connections_on_other_cores() {
+    let opened = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let registry = opened.clone();
+    let config = ringhub_engine::Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        cores: 2,
+        pin: false,
+        recv_buffers: 256,
+        max_connections_per_core: 1024,
+        ring_entries: 256,
+        ..ringhub_engine::Config::default()
+    };
+    let server = ringhub_engine::Server::start(config, move |_| Relay {
+        opened: registry.clone(),
+    })
+    .expect("start");
+    let addr = server.local_addr();
+    // Open connections one at a time so their order in the registry is known,
+    // until two of them live on different cores.
+    let mut clients = Vec::new();
+    let (a, b) = loop {
+        clients.push(client(addr));
+        let ids = opened.lock().unwrap().clone();
+        assert_eq!(ids.len(), clients.len());
+        let last = ids.len() - 1;
+        if let Some(first) = ids.iter().position(|c| c.core != ids[last].core) {
+            break (first, last);
+        }
+        assert!(clients.len() < 200, "every connection landed on one core");
+    };
+    send(&mut clients[a], &format!("{b}:hello from the other core"));
+    assert_eq!(recv_text(&mut clients[b]), "hello from the other core");
+    send(&mut clients[b], &format!("{a}:and back"));
+    assert_eq!(recv_text(&mut clients[a]), "and back");
+    send(&mut clients[a], &format!("{b}:close"));
+    assert_eq!(recv_close_code(&mut clients[b]), Some(4000));
+    stop(server);
+}
