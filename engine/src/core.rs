@@ -8,10 +8,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use ringhub_proto::Opcode;
+
 use crate::accept::{AcceptPlan, accept_plan};
 use crate::bufring::BufRing;
 use crate::config::Config;
 use crate::conn::{Phase, flag};
+use crate::deadline::{Timeouts, TimerAction, TimerView, on_deadline};
 use crate::error::EngineError;
 use crate::handler::{CloseReason, Ctx, Handler, Mail};
 use crate::io::Io;
@@ -64,6 +67,7 @@ pub(crate) struct Core<H: Handler> {
     started: Instant,
     tick_spec: Box<Timespec>,
     wake_buf: Box<u64>,
+    timeouts: Timeouts,
     /// Tick by which a shutdown must be finished.
     shutdown_deadline: Option<u32>,
     due: Vec<u64>,
@@ -103,6 +107,7 @@ impl<H: Handler> Core<H> {
             )?);
         }
         let tick = config.tick;
+        let timeouts = Timeouts::from_config(&config);
         let mut io = Io::new(core_id, config, outboxes, stats);
         io.sqes = (0..lane_count).map(|_| Vec::with_capacity(256)).collect();
         Ok(Core {
@@ -119,6 +124,7 @@ impl<H: Handler> Core<H> {
                     .nsec(tick.subsec_nanos()),
             ),
             wake_buf: Box::new(0),
+            timeouts,
             shutdown_deadline: None,
             due: Vec::new(),
             cqes: Vec::with_capacity(1024),
@@ -464,7 +470,7 @@ impl<H: Handler> Core<H> {
 
     /// A connection's timer entry fired: act on its real deadline.
     fn on_timer(&mut self, index: u32, generation: u32, now: u32) {
-        let cfg = self.io.config.clone();
+        let id = self.io.id(index);
         let Some(c) = self.io.conns.get_mut(index as usize) else {
             return;
         };
@@ -472,55 +478,33 @@ impl<H: Handler> Core<H> {
             // Stale, or a later entry for this connection exists.
             return;
         }
-        let id = self.io.id(index);
-        let Some(c) = self.io.conns.get_mut(index as usize) else {
-            return;
+        let view = TimerView {
+            phase: c.phase,
+            ping_out: c.has(flag::PING_OUT),
+            mark: c.mark,
+            last_rx: c.last_rx,
         };
-        match c.phase {
-            Phase::Gone => {}
-            Phase::Handshake => {
-                let deadline = c.mark + cfg.ticks(cfg.handshake_timeout);
-                if now >= deadline {
-                    CoreStats::add(&self.io.stats.timeouts, 1);
-                    self.io.teardown(index);
-                } else {
-                    self.io.arm_timer(index, deadline);
-                }
+        match on_deadline(view, now, &self.timeouts) {
+            TimerAction::Nothing => {}
+            TimerAction::Rearm(at) => self.io.arm_timer(index, at),
+            TimerAction::Ping { next } => {
+                c.set(flag::PING_OUT);
+                c.mark = now;
+                self.io
+                    .enqueue_unbounded(index, crate::io::encode_control(Opcode::Ping, b""));
+                self.io.arm_timer(index, next);
             }
-            Phase::Closing => {
-                let deadline = c.mark + cfg.ticks(cfg.close_timeout);
-                if now >= deadline {
-                    self.io.teardown(index);
-                } else {
-                    self.io.arm_timer(index, deadline);
-                }
+            TimerAction::HandshakeExpired => {
+                CoreStats::add(&self.io.stats.timeouts, 1);
+                self.io.teardown(index);
             }
-            Phase::Open => {
-                if c.has(flag::PING_OUT) {
-                    let deadline = c.mark + cfg.ticks(cfg.idle_timeout);
-                    if now >= deadline {
-                        CoreStats::add(&self.io.stats.timeouts, 1);
-                        self.io.closed.push((id, CloseReason::Timeout));
-                        c.phase = Phase::Closing;
-                        self.io.teardown(index);
-                    } else {
-                        self.io.arm_timer(index, deadline);
-                    }
-                } else {
-                    let due = c.last_rx + cfg.ticks(cfg.ping_interval);
-                    if now >= due {
-                        c.set(flag::PING_OUT);
-                        c.mark = now;
-                        self.io.enqueue_unbounded(
-                            index,
-                            crate::io::encode_control(ringhub_proto::Opcode::Ping, b""),
-                        );
-                        self.io.arm_timer(index, now + cfg.ticks(cfg.idle_timeout));
-                    } else {
-                        self.io.arm_timer(index, due);
-                    }
-                }
+            TimerAction::IdleExpired => {
+                CoreStats::add(&self.io.stats.timeouts, 1);
+                self.io.closed.push((id, CloseReason::Timeout));
+                c.phase = Phase::Closing;
+                self.io.teardown(index);
             }
+            TimerAction::CloseExpired => self.io.teardown(index),
         }
     }
 

@@ -10,6 +10,7 @@ mod bufring;
 mod config;
 mod conn;
 mod core;
+mod deadline;
 mod error;
 mod handler;
 mod io;
@@ -32,5 +33,5 @@ pub use handler::{
 pub use mailbox::PostError;
 pub use ring::{RingMode, build_ring};
 pub use ringhub_proto::{CloseCode, Request, WebSocketUpgrade};
-pub use server::{Server, ShutdownHandle, StatsReader, block_termination_signals};
+pub use server::{Poster, Server, ShutdownHandle, StatsReader, block_termination_signals};
 pub use stats::{CoreStats, StatsSnapshot};

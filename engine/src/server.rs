@@ -12,7 +12,7 @@ use crate::core::{Core, Shared};
 use crate::error::EngineError;
 use crate::handler::{Handler, Mail};
 use crate::listener::Listener;
-use crate::mailbox::{Waker, mailbox};
+use crate::mailbox::{Outbox, PostError, Waker, mailbox};
 use crate::stats::{CoreStats, StatsSnapshot};
 
 /// A running server: its cores, and what is needed to stop them.
@@ -65,11 +65,53 @@ fn pin_to(cpu: usize) {
     }
 }
 
+/// Posts to the cores' [`Handler::on_post`] from any thread, e.g. an I/O
+/// thread that receives messages for the cores. Cheap to clone.
+#[derive(Debug)]
+pub struct Poster<P> {
+    outboxes: Vec<Outbox<Mail<P>>>,
+}
+
+impl<P> Clone for Poster<P> {
+    fn clone(&self) -> Self {
+        Poster {
+            outboxes: self.outboxes.clone(),
+        }
+    }
+}
+
+impl<P> Poster<P> {
+    /// Posts `msg` to core `core`. Never blocks: a full mailbox is an error.
+    pub fn post(&self, core: u16, msg: P) -> Result<(), PostError> {
+        match self.outboxes.get(usize::from(core)) {
+            Some(outbox) => outbox.post(Mail::App(msg)),
+            None => Err(PostError::NoSuchCore),
+        }
+    }
+
+    /// How many cores the server runs.
+    pub fn cores(&self) -> u16 {
+        self.outboxes.len() as u16
+    }
+}
+
 impl Server {
     /// Binds the listeners and starts one thread per core, each running a
     /// handler made by `make_handler(core_id)`. Returns once every core has
     /// built its ring, or with the first core's startup error.
     pub fn start<H, F>(config: Config, make_handler: F) -> Result<Server, EngineError>
+    where
+        H: Handler,
+        F: Fn(u16) -> H + Send + Sync + 'static,
+    {
+        Self::start_with_poster(config, make_handler).map(|(server, _)| server)
+    }
+
+    /// [`Server::start`], also returning a [`Poster`] into the cores.
+    pub fn start_with_poster<H, F>(
+        config: Config,
+        make_handler: F,
+    ) -> Result<(Server, Poster<H::Post>), EngineError>
     where
         H: Handler,
         F: Fn(u16) -> H + Send + Sync + 'static,
@@ -152,12 +194,13 @@ impl Server {
                 Err(_) => break,
             }
         }
-        Ok(Server {
+        let server = Server {
             addr,
             threads,
             handle,
             stats,
-        })
+        };
+        Ok((server, Poster { outboxes }))
     }
 
     /// The bound address (with the real port when 0 was asked for).

@@ -207,12 +207,16 @@ fn protocol_errors_get_their_close_codes() {
         c.limits.max_message = 1024;
     });
     let addr = server.local_addr();
-    let cases: [(Vec<u8>, u16); 5] = [
+    let cases: [(Vec<u8>, u16); 9] = [
         (b"\x81\x05hello".to_vec(), 1002),         // unmasked client frame
         (masked_frame(0x83, b"x"), 1002),          // reserved opcode
         (masked_frame(0x81, &[0xff, 0xfe]), 1007), // invalid UTF-8
         (masked_frame(0x82, &[0u8; 2000]), 1009),  // over the frame limit
         (masked_frame(0x80, b"orphan"), 1002),     // continuation with no message
+        (masked_frame(0x88, &1005u16.to_be_bytes()), 1002), // reserved close code
+        (masked_frame(0x88, &[0x03]), 1002),       // one-byte close payload
+        (masked_frame(0x88, &[0x03, 0xe8, 0xff]), 1007), // close reason not UTF-8
+        (masked_frame(0x09, b"p"), 1002),          // fragmented ping
     ];
     for (frame, code) in cases {
         let mut s = raw_upgraded(addr);
@@ -220,7 +224,7 @@ fn protocol_errors_get_their_close_codes() {
         let out = read_to_end(&mut s);
         assert_eq!(close_code_in(&out), Some(code), "frame {:?}", &frame[..2]);
     }
-    assert_eq!(server.stats().protocol_errors, 5);
+    assert_eq!(server.stats().protocol_errors, 9);
     stop(server);
 }
 
