@@ -65,6 +65,29 @@ fn bench_deflate(c: &mut Criterion) {
             })
         });
 
+        // The default level against zlib's usual default, for the trade-off.
+        let mut level6 = Compressors::new(CompressionPolicy {
+            level: 6,
+            ..CompressionPolicy::default()
+        });
+        group.bench_with_input(
+            BenchmarkId::new("compress_level6", size),
+            &message,
+            |b, m| {
+                b.iter(|| {
+                    out.clear();
+                    level6
+                        .compress(&SHARED, black_box(m), &mut out)
+                        .expect("deflate")
+                })
+            },
+        );
+        out.clear();
+        level6
+            .compress(&SHARED, &message, &mut out)
+            .expect("deflate");
+        eprintln!("deflate: {size} B -> {} B at level 6", out.len());
+
         let mut inflater = Inflater::new(false);
         let mut scratch = Vec::with_capacity(size + 1);
         group.bench_with_input(BenchmarkId::new("inflate", size), &compressed, |b, m| {
