@@ -177,6 +177,12 @@ pub trait Handler: Sized + 'static {
         upgrade: &WebSocketUpgrade<'_, '_>,
     ) -> Decision;
 
+    /// The 101 for `conn` is queued and it is open: messages sent now
+    /// (a welcome) go out right behind the 101.
+    fn on_opened(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId) {
+        let _ = (ctx, conn);
+    }
+
     /// A whole message arrived.
     fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, message: Message<'_>);
 

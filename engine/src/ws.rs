@@ -102,7 +102,12 @@ fn handshake<H: Handler>(
     };
     io.enqueue_unbounded(index, Bytes::from(out));
     match answered {
-        Answered::Upgraded { head_len } => Some(head_len),
+        Answered::Upgraded { head_len } => {
+            // The 101 is queued: what the handler sends now follows it.
+            let id = io.id(index);
+            handler.on_opened(&mut Ctx { io: &mut *io }, id);
+            Some(head_len)
+        }
         // Nothing after an answered plain request or a refusal is read.
         Answered::Closing => Some(buf.len()),
     }

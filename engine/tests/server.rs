@@ -490,6 +490,10 @@ impl ringhub_engine::Handler for Relay {
         ringhub_engine::Decision::accept()
     }
 
+    fn on_opened(&mut self, ctx: &mut ringhub_engine::Ctx<'_, Self>, conn: ringhub_engine::ConnId) {
+        ctx.send_text(conn, "welcome").unwrap();
+    }
+
     fn on_message(
         &mut self,
         ctx: &mut ringhub_engine::Ctx<'_, Self>,
@@ -538,7 +542,13 @@ fn sends_and_closes_reach_connections_on_other_cores() {
     // until two of them live on different cores.
     let mut clients = Vec::new();
     let (a, b) = loop {
-        clients.push(client(addr));
+        let mut ws = client(addr);
+        assert_eq!(
+            recv_text(&mut ws),
+            "welcome",
+            "sent from on_opened, after the 101"
+        );
+        clients.push(ws);
         let ids = opened.lock().unwrap().clone();
         assert_eq!(ids.len(), clients.len());
         let last = ids.len() - 1;
