@@ -46,6 +46,14 @@ pub fn load_average() -> Option<f64> {
         .ok()
 }
 
+/// `SUnreclaim` of /proc/meminfo in bytes: where sockets and TCP state live.
+pub fn unreclaimable_slab() -> Option<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("SUnreclaim:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// CPUs online on the host (not the ones this process is pinned to).
 pub fn online_cpus() -> usize {
     nix::unistd::sysconf(nix::unistd::SysconfVar::_NPROCESSORS_ONLN)

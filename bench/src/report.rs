@@ -81,6 +81,12 @@ pub fn summary(r: &StepResult) -> String {
         r.generator_cpu_ns_per_delivery
             .map_or(String::new(), |v| format!(", {v:.0} ns per delivery"))
     );
+    if let Some(kernel) = r.kernel_bytes_per_connection {
+        let _ = writeln!(
+            s,
+            "  kernel memory      {kernel:.0} B/connection of unreclaimable slab, both ends (host-wide)"
+        );
+    }
     if let Some(load) = r.host_load {
         let _ = writeln!(
             s,

@@ -106,6 +106,11 @@ pub struct StepResult {
     /// above the CPU count, something else competed for them.
     pub host_cpus: usize,
     pub host_load: Option<f64>,
+    /// Growth of the host's unreclaimable kernel slab (socket and TCP
+    /// state) per established connection, both ends counted: on loopback
+    /// the client's socket is on this host too, so the server's share is
+    /// about half. Other activity on the host adds noise.
+    pub kernel_bytes_per_connection: Option<f64>,
     pub first_error: Option<String>,
 }
 
@@ -188,6 +193,9 @@ pub fn run_step(plan: &StepPlan) -> Result<StepResult, RunError> {
         })
         .collect();
     let deadlines = group::deadlines_for(&specs);
+    // Read the idle server before any worker starts connecting.
+    let before = plan.server_pid.map(procstat::sample).transpose()?;
+    let mut watch = Watch::new(plan, sockets as u64);
     let members = if split.processes == 1 {
         Members::threads(specs)
     } else {
@@ -195,8 +203,6 @@ pub fn run_step(plan: &StepPlan) -> Result<StepResult, RunError> {
         Members::processes(specs.chunks(per).map(<[WorkerSpec]>::to_vec).collect())?
     };
 
-    let before = plan.server_pid.map(procstat::sample).transpose()?;
-    let mut watch = Watch::new(plan, sockets as u64);
     let report = group::run(members, &mut watch, deadlines);
     watch.bar.finish_and_clear();
     let report = report?;
@@ -273,6 +279,12 @@ fn result(
         memory: watch.memory.clone(),
         host_cpus: procstat::online_cpus(),
         host_load: procstat::load_average(),
+        kernel_bytes_per_connection: match watch.slab {
+            (Some(before), Some(connected)) if established > 0 => {
+                Some(connected.saturating_sub(before) as f64 / established as f64)
+            }
+            _ => None,
+        },
         first_error: report.first_error.clone(),
     }
 }
@@ -298,6 +310,8 @@ struct Watch {
     memory: Vec<MemorySample>,
     /// Server sample when all were connected, and the connect phase's wall time.
     connected: Option<(ProcSample, u64)>,
+    /// Host-wide unreclaimable slab before connecting and once connected.
+    slab: (Option<u64>, Option<u64>),
     go_at: Option<Instant>,
     duration: Duration,
 }
@@ -322,6 +336,7 @@ impl Watch {
             last_sample: None,
             memory: Vec::new(),
             connected: None,
+            slab: (procstat::unreclaimable_slab(), None),
             go_at: None,
             duration: plan.duration,
         }
@@ -373,6 +388,7 @@ impl Link for Watch {
 
     fn wait_go(&mut self) -> bool {
         let wall = self.started.elapsed().as_nanos() as u64;
+        self.slab.1 = procstat::unreclaimable_slab();
         if let Some(pid) = self.pid {
             self.connected = procstat::sample(pid).ok().map(|s| (s, wall));
         }
