@@ -503,3 +503,210 @@ proptest! {
         }
     }
 }
+
+/// A real RFC 7692 peer: Python `websockets` (strict about windows and
+/// `no_context_takeover`) sends JSON messages of many sizes through a server
+/// built from this crate, which inflates each one and echoes it compressed.
+mod interop {
+    use std::io::{Read as _, Write as _};
+    use std::net::{TcpListener, TcpStream};
+    use std::process::Command;
+
+    use ringhub_proto::{
+        CompressionPolicy, Compressors, DeflateConfig, FrameHead, Inflater, Limits, Opcode, Parsed,
+        ParsedFrame, RequestLimits, Role, WebSocketUpgrade, encode_frame, negotiate_deflate,
+        parse_frame, parse_request,
+    };
+
+    /// What the server saw.
+    #[derive(Debug, Default)]
+    struct Seen {
+        extension_response: Option<String>,
+        compressed_in: usize,
+        compressed_out: usize,
+        messages: usize,
+    }
+
+    /// Serves one connection: handshake, then echo every data message until
+    /// the client closes.
+    fn serve_one(listener: TcpListener) -> Seen {
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut seen = Seen::default();
+        let (params, mut used) = loop {
+            let n = stream.read(&mut chunk).expect("read");
+            assert!(n > 0, "client left during the handshake");
+            buf.extend_from_slice(&chunk[..n]);
+            let Parsed::Complete { request, head_len } =
+                parse_request(&buf, &RequestLimits::default()).expect("request")
+            else {
+                continue;
+            };
+            let upgrade = WebSocketUpgrade::from_request(&request).expect("upgrade");
+            let params = negotiate_deflate(upgrade.extension_headers(), &DeflateConfig::default());
+            let mut out = Vec::new();
+            upgrade.write_accept(&mut out, None, params.as_ref());
+            stream.write_all(&out).expect("write 101");
+            seen.extension_response = params.map(|p| {
+                let mut value = Vec::new();
+                p.write_response_value(&mut value);
+                String::from_utf8(value).expect("ASCII")
+            });
+            break (params, head_len);
+        };
+        let limits = Limits::default();
+        let mut compressors = Compressors::new(CompressionPolicy::default());
+        let mut inflater = Inflater::new(false);
+        loop {
+            match parse_frame(&mut buf[used..], Role::Server, &limits, params.is_some())
+                .expect("a valid frame")
+            {
+                ParsedFrame::Incomplete { .. } => {
+                    buf.drain(..used);
+                    used = 0;
+                    let n = stream.read(&mut chunk).expect("read");
+                    assert!(n > 0, "client left without a close frame");
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                ParsedFrame::Complete { frame, consumed } => {
+                    used += consumed;
+                    assert!(frame.fin, "this test's client does not fragment");
+                    let mut out = Vec::new();
+                    match frame.opcode {
+                        Opcode::Text | Opcode::Binary => {
+                            let mut message = Vec::new();
+                            let payload = if frame.rsv1 {
+                                seen.compressed_in += 1;
+                                inflater
+                                    .inflate(frame.payload, &mut message, limits.max_message)
+                                    .expect("inflate");
+                                &message[..]
+                            } else {
+                                frame.payload
+                            };
+                            seen.messages += 1;
+                            let mut compressed = Vec::new();
+                            let deflated = match params {
+                                Some(p) => compressors
+                                    .compress(&p, payload, &mut compressed)
+                                    .expect("deflate")
+                                    .is_some(),
+                                None => false,
+                            };
+                            let head = FrameHead {
+                                fin: true,
+                                rsv1: deflated,
+                                opcode: frame.opcode,
+                            };
+                            if deflated {
+                                seen.compressed_out += 1;
+                                encode_frame(&mut out, head, &compressed);
+                            } else {
+                                encode_frame(&mut out, head, payload);
+                            }
+                        }
+                        Opcode::Close => {
+                            encode_frame(&mut out, FrameHead::new(Opcode::Close), frame.payload);
+                            stream.write_all(&out).expect("write close");
+                            return seen;
+                        }
+                        Opcode::Ping => {
+                            encode_frame(&mut out, FrameHead::new(Opcode::Pong), frame.payload)
+                        }
+                        _ => {}
+                    }
+                    stream.write_all(&out).expect("write");
+                }
+            }
+        }
+    }
+
+    const CLIENT: &str = r#"
+import json, sys
+from websockets.sync.client import connect
+from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
+
+url, window = sys.argv[1], sys.argv[2]
+extensions = [ClientPerMessageDeflateFactory(
+    server_max_window_bits=int(window) if window != "none" else None,
+    client_max_window_bits=True,
+)]
+with connect(url, extensions=extensions, compression=None, max_size=2**22) as ws:
+    for i in range(60):
+        message = json.dumps({"type": "publish", "topic": "prices", "id": i,
+                              "data": [{"sym": "X%d" % (j % 7), "px": j * 1.25} for j in range(i * i)]})
+        ws.send(message)
+        assert ws.recv() == message, i
+    ws.send(b"\x00\x01" * 4096)
+    assert ws.recv() == b"\x00\x01" * 4096
+"#;
+
+    /// `RINGHUB_PYTHON`, else the venv `scripts/test` makes, else `python3`.
+    fn python() -> String {
+        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python");
+        let python = std::env::var("RINGHUB_PYTHON").unwrap_or_else(|_| {
+            let venv_exists = std::path::Path::new(venv).exists();
+            if venv_exists { venv } else { "python3" }.to_owned()
+        });
+        let probe = Command::new(&python)
+            .args(["-c", "import websockets"])
+            .output();
+        match probe {
+            Ok(out) if out.status.success() => python,
+            _ => panic!(
+                "this test needs Python with the `websockets` package: run `bash scripts/test`, \
+                 or `python3 -m pip install websockets==15.0.1` (or point RINGHUB_PYTHON at a \
+                 python that has it)"
+            ),
+        }
+    }
+
+    fn round_trip(window: Option<u8>) -> Seen {
+        let python = python();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+        let addr = listener.local_addr().expect("addr");
+        let server = std::thread::spawn(move || serve_one(listener));
+        let window = window.map_or("none".to_owned(), |w| w.to_string());
+        let client = Command::new(python)
+            .args(["-c", CLIENT, &format!("ws://{addr}/ws"), &window])
+            .output()
+            .expect("run the Python client");
+        assert!(
+            client.status.success(),
+            "Python client failed:\n{}",
+            String::from_utf8_lossy(&client.stderr)
+        );
+        // Dropped client stream: make sure the server thread cannot hang.
+        drop(TcpStream::connect(addr));
+        server.join().expect("server thread")
+    }
+
+    #[test]
+    fn python_websockets_round_trips_compressed_messages() {
+        let seen = round_trip(None);
+        assert_eq!(
+            seen.extension_response.as_deref(),
+            Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
+        );
+        assert_eq!(seen.messages, 61);
+        assert!(seen.compressed_in >= 50, "{seen:?}");
+        assert!(seen.compressed_out >= 50, "{seen:?}");
+    }
+
+    #[test]
+    fn python_websockets_with_a_small_server_window() {
+        // Python inflates with exactly the window it asked for: a distance
+        // past 2^10 bytes would fail its decompressor.
+        let seen = round_trip(Some(10));
+        assert_eq!(
+            seen.extension_response.as_deref(),
+            Some(
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
+                 server_max_window_bits=10"
+            )
+        );
+        assert_eq!(seen.messages, 61);
+        assert!(seen.compressed_out >= 50, "{seen:?}");
+    }
+}
