@@ -513,9 +513,9 @@ mod interop {
     use std::process::Command;
 
     use ringhub_proto::{
-        CompressionPolicy, Compressors, DeflateConfig, FrameHead, Inflater, Limits, Opcode, Parsed,
-        ParsedFrame, RequestLimits, Role, WebSocketUpgrade, encode_frame, negotiate_deflate,
-        parse_frame, parse_request,
+        CompressionPolicy, Compressors, DeflateConfig, Deflater, FrameHead, Inflater, Limits,
+        Opcode, Parsed, ParsedFrame, RequestLimits, Role, WebSocketUpgrade, encode_frame,
+        negotiate_deflate, parse_frame, parse_request,
     };
 
     /// What the server saw.
@@ -529,7 +529,7 @@ mod interop {
 
     /// Serves one connection: handshake, then echo every data message until
     /// the client closes.
-    fn serve_one(listener: TcpListener) -> Seen {
+    fn serve_one(listener: TcpListener, config: DeflateConfig) -> Seen {
         let (mut stream, _) = listener.accept().expect("accept");
         let mut buf = Vec::new();
         let mut chunk = vec![0u8; 64 * 1024];
@@ -544,7 +544,7 @@ mod interop {
                 continue;
             };
             let upgrade = WebSocketUpgrade::from_request(&request).expect("upgrade");
-            let params = negotiate_deflate(upgrade.extension_headers(), &DeflateConfig::default());
+            let params = negotiate_deflate(upgrade.extension_headers(), &config);
             let mut out = Vec::new();
             upgrade.write_accept(&mut out, None, params.as_ref());
             stream.write_all(&out).expect("write 101");
@@ -556,8 +556,13 @@ mod interop {
             break (params, head_len);
         };
         let limits = Limits::default();
+        // Shared state for what the client agreed not to keep, per-connection
+        // state otherwise, as a server would choose from the parameters.
         let mut compressors = Compressors::new(CompressionPolicy::default());
-        let mut inflater = Inflater::new(false);
+        let mut own_deflater = params
+            .filter(|p| !p.shares_compressor())
+            .map(|p| Deflater::new(CompressionPolicy::default(), p.server_max_window_bits, true));
+        let mut inflater = Inflater::new(params.is_some_and(|p| !p.shares_decompressor()));
         loop {
             match parse_frame(&mut buf[used..], Role::Server, &limits, params.is_some())
                 .expect("a valid frame")
@@ -587,13 +592,15 @@ mod interop {
                             };
                             seen.messages += 1;
                             let mut compressed = Vec::new();
-                            let deflated = match params {
-                                Some(p) => compressors
-                                    .compress(&p, payload, &mut compressed)
-                                    .expect("deflate")
-                                    .is_some(),
-                                None => false,
-                            };
+                            let deflated = match (params, own_deflater.as_mut()) {
+                                (Some(_), Some(own)) => own.compress(payload, &mut compressed),
+                                (Some(p), None) => {
+                                    compressors.compress(&p, payload, &mut compressed)
+                                }
+                                (None, _) => Ok(None),
+                            }
+                            .expect("deflate")
+                            .is_some();
                             let head = FrameHead {
                                 fin: true,
                                 rsv1: deflated,
@@ -662,11 +669,11 @@ with connect(url, extensions=extensions, compression=None, max_size=2**22) as ws
         }
     }
 
-    fn round_trip(window: Option<u8>) -> Seen {
+    fn round_trip(window: Option<u8>, config: DeflateConfig) -> Seen {
         let python = python();
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
         let addr = listener.local_addr().expect("addr");
-        let server = std::thread::spawn(move || serve_one(listener));
+        let server = std::thread::spawn(move || serve_one(listener, config));
         let window = window.map_or("none".to_owned(), |w| w.to_string());
         let client = Command::new(python)
             .args(["-c", CLIENT, &format!("ws://{addr}/ws"), &window])
@@ -684,7 +691,7 @@ with connect(url, extensions=extensions, compression=None, max_size=2**22) as ws
 
     #[test]
     fn python_websockets_round_trips_compressed_messages() {
-        let seen = round_trip(None);
+        let seen = round_trip(None, DeflateConfig::default());
         assert_eq!(
             seen.extension_response.as_deref(),
             Some("permessage-deflate; server_no_context_takeover; client_no_context_takeover")
@@ -698,7 +705,7 @@ with connect(url, extensions=extensions, compression=None, max_size=2**22) as ws
     fn python_websockets_with_a_small_server_window() {
         // Python inflates with exactly the window it asked for: a distance
         // past 2^10 bytes would fail its decompressor.
-        let seen = round_trip(Some(10));
+        let seen = round_trip(Some(10), DeflateConfig::default());
         assert_eq!(
             seen.extension_response.as_deref(),
             Some(
@@ -708,5 +715,23 @@ with connect(url, extensions=extensions, compression=None, max_size=2**22) as ws
         );
         assert_eq!(seen.messages, 61);
         assert!(seen.compressed_out >= 50, "{seen:?}");
+    }
+
+    #[test]
+    fn python_websockets_with_context_takeover() {
+        let config = DeflateConfig {
+            enabled: true,
+            context_takeover: true,
+        };
+        let seen = round_trip(None, config);
+        assert_eq!(
+            seen.extension_response.as_deref(),
+            Some("permessage-deflate")
+        );
+        assert_eq!(seen.messages, 61);
+        assert!(
+            seen.compressed_in >= 50 && seen.compressed_out >= 50,
+            "{seen:?}"
+        );
     }
 }
