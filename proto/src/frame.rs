@@ -370,6 +370,10 @@ fn encode_header_with_mask(
     payload_len: usize,
     mask: Option<[u8; 4]>,
 ) -> EncodedHeader {
+    debug_assert!(
+        !head.opcode.is_control() || (head.fin && !head.rsv1 && payload_len <= MAX_CONTROL_PAYLOAD),
+        "control frames are final, uncompressed and at most 125 bytes"
+    );
     let mut bytes = [0u8; MAX_HEADER_LEN];
     bytes[0] = u8::from(head.fin) << 7 | u8::from(head.rsv1) << 6 | head.opcode.as_u8();
     let mask_bit = if mask.is_some() { 0x80 } else { 0 };

@@ -21,9 +21,10 @@ pub fn apply_mask_at(buf: &mut [u8], key: [u8; 4], offset: usize) {
     let word = u64::from_ne_bytes([
         key[0], key[1], key[2], key[3], key[0], key[1], key[2], key[3],
     ]);
-    // Unaligned 8-byte loads and stores are as cheap as aligned ones on the
-    // targets we run on, and the compiler turns this loop into wide SIMD
-    // without any `unsafe` alignment games.
+    // One unaligned 8-byte XOR per word: as cheap as an aligned one on the
+    // targets we run on, so no `unsafe` alignment games. Explicit SIMD would
+    // need `unsafe` intrinsics; the benches show this loop is already several
+    // times the speed of a byte loop and far from the cost of a recv.
     let (words, tail) = buf.as_chunks_mut::<8>();
     for chunk in words {
         *chunk = (u64::from_ne_bytes(*chunk) ^ word).to_ne_bytes();
