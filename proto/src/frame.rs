@@ -80,7 +80,8 @@ pub enum Role {
 /// the connection with close code 1009 before its payload is buffered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
-    /// The largest payload of one frame.
+    /// The largest payload of one frame. A data frame is also held to
+    /// `max_message`, since it can be no bigger than its message.
     pub max_frame: usize,
     /// The largest message, summed over its fragments.
     pub max_message: usize,
