@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::conn::{Conn, Phase, SendOp, flag};
 use crate::handler::{CloseReason, ConnId, Handler, Mail, SendError, SharedFrame};
 use crate::mailbox::Outbox;
-use crate::sendq::MAX_IOVECS;
+use crate::sendq::{MAX_IOVECS, Spares};
 use crate::stats::CoreStats;
 use crate::timer::{Tick, TimerWheel};
 use crate::token::{ConnOp, GEN_MASK, Token};
@@ -67,6 +67,8 @@ pub struct Io<H: Handler> {
     /// kernel holds their address while a send is in flight.
     #[allow(clippy::vec_box)]
     send_ops: Vec<Box<SendOp>>,
+    /// Empty send-queue buffers for reuse.
+    spares: Spares,
     pub(crate) wheel: TimerWheel,
     pub(crate) now: Tick,
     /// Close notifications for the handler, delivered after the current
@@ -101,6 +103,7 @@ impl<H: Handler> Io<H> {
             sqes: Vec::new(),
             dirty: Vec::new(),
             send_ops: Vec::new(),
+            spares: Spares::default(),
             wheel: TimerWheel::new(4096),
             now: 0,
             closed: Vec::new(),
@@ -198,7 +201,7 @@ impl<H: Handler> Io<H> {
         if c.phase != Phase::Open {
             return Err(SendError::Closed);
         }
-        if c.sendq.push(bytes, limit).is_err() {
+        if c.sendq.push(bytes, limit, &mut self.spares).is_err() {
             CoreStats::add(&self.stats.slow_consumers, 1);
             let id = self.id(index);
             self.close_with(
@@ -219,7 +222,7 @@ impl<H: Handler> Io<H> {
         if let Some(c) = self.conns.get_mut(index as usize)
             && c.phase != Phase::Gone
         {
-            c.sendq.push_unbounded(bytes);
+            c.sendq.push_unbounded(bytes, &mut self.spares);
             self.mark_dirty(index);
         }
     }
@@ -474,7 +477,7 @@ impl<H: Handler> Io<H> {
             return;
         }
         if res > 0 {
-            c.sendq.consume(res as usize);
+            c.sendq.consume(res as usize, &mut self.spares);
             self.mark_dirty(index);
         } else {
             self.teardown(index);
