@@ -8,6 +8,7 @@
 //! operations instead of readiness.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant, SystemTime};
@@ -41,7 +42,7 @@ pub struct BlockingClient {
     events: Events,
     sockets: Slab<Socket>,
     by_conn: HashMap<ConnId, usize>,
-    replies: HashMap<RequestId, Result<Value, Error>>,
+    replies: HashMap<RequestId, Result<Value, Error>, BuildHasherDefault<IdHasher>>,
     inbox: VecDeque<Event>,
     read_buf: Box<[u8]>,
 }
@@ -70,7 +71,7 @@ impl BlockingClient {
             events: Events::with_capacity(64),
             sockets: Slab::new(),
             by_conn: HashMap::new(),
-            replies: HashMap::new(),
+            replies: HashMap::default(),
             inbox: VecDeque::new(),
             read_buf: vec![0; 256 * 1024].into_boxed_slice(),
         };
@@ -134,6 +135,12 @@ impl BlockingClient {
         self.core.send(command, Instant::now())
     }
 
+    /// Queues a command that the caller keeps and sends again (see
+    /// [`Client::send_ref`]).
+    pub fn send_ref(&mut self, command: &Cmd) -> RequestId {
+        self.core.send_ref(command, Instant::now())
+    }
+
     /// Writes whatever is queued without waiting for replies.
     pub fn flush(&mut self) {
         let _ = self.carry_out();
@@ -142,6 +149,9 @@ impl BlockingClient {
     /// Waits for the reply to `id`. Bounded: every request has the
     /// configured request timeout, plus time for redirects and reconnects.
     pub fn wait(&mut self, id: RequestId) -> Result<Value, Error> {
+        if let Some(result) = self.replies.remove(&id) {
+            return result;
+        }
         let config = self.core.config();
         let guard = (config.request_timeout.unwrap_or(Duration::from_secs(3600))
             + config.connect_timeout)
@@ -461,6 +471,26 @@ impl BlockingClient {
             out: VecDeque::new(),
         });
         self.by_conn.insert(conn, key);
+    }
+}
+
+/// Request ids are sequential numbers: they are their own hash.
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 

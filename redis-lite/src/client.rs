@@ -319,6 +319,32 @@ impl Client {
         id
     }
 
+    /// Like [`Client::send`] for a command the caller keeps and sends again
+    /// (a benchmark, a heartbeat): on a standalone server it is encoded
+    /// straight from the reference, without a copy of the command.
+    pub fn send_ref(&mut self, command: &Cmd, now: Instant) -> RequestId {
+        if self.config.cluster {
+            return self.send(command.clone(), now);
+        }
+        let id = self.next_request_id();
+        let link = self.link_for(0, Role::Command);
+        let tag = Tag::Request {
+            dest: Dest::User(id),
+            redirects: 0,
+            direct: true,
+        };
+        if let Some(error) = self.unavailable(link) {
+            self.complete(link, tag, Err(error), None, now);
+            return id;
+        }
+        self.ensure_connecting(link, now);
+        if let Some(c) = self.links[link].conn.as_mut() {
+            c.send_ref(tag, command, now);
+        }
+        self.drain(link, now);
+        id
+    }
+
     /// Sends a command to one node, with no routing and no redirects
     /// (`FLUSHALL`, `KEYS`, `CLUSTER ...` on a given master).
     pub fn send_to(&mut self, addr: &str, command: Cmd, now: Instant) -> RequestId {

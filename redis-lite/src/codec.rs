@@ -29,6 +29,124 @@ pub(crate) enum Frame {
 /// Decodes one frame from the front of `buf`, splitting it off. `Ok(None)`:
 /// more bytes are needed. `Err`: the bytes are not RESP; the connection is done.
 pub(crate) fn decode(buf: &mut BytesMut, protocol: Protocol) -> Result<Option<Frame>, String> {
+    match decode_scalar(buf, protocol) {
+        Scalar::Frame(frame) => Ok(Some(frame)),
+        Scalar::Incomplete => Ok(None),
+        Scalar::Other => decode_general(buf, protocol),
+    }
+}
+
+enum Scalar {
+    Frame(Frame),
+    Incomplete,
+    /// Not a well-formed scalar: let `redis-protocol` decide (or explain).
+    Other,
+}
+
+/// The replies of a pipeline of `SET`/`GET`/`INCR`/`PUBLISH` are scalars;
+/// they are parsed here without the general decoder's machinery.
+/// Aggregates, pushes and anything unusual go to `redis-protocol`.
+fn decode_scalar(buf: &mut BytesMut, protocol: Protocol) -> Scalar {
+    let Some(&kind) = buf.first() else {
+        return Scalar::Incomplete;
+    };
+    let scalar =
+        matches!(kind, b'+' | b'-' | b':' | b'$') || (kind == b'_' && protocol == Protocol::Resp3);
+    if !scalar {
+        return Scalar::Other;
+    }
+    let Some(cr) = memchr_cr(&buf[1..]) else {
+        // A header line longer than any scalar header is not ours to judge.
+        return if buf.len() > 64 && kind != b'+' && kind != b'-' {
+            Scalar::Other
+        } else {
+            Scalar::Incomplete
+        };
+    };
+    let line_end = 1 + cr;
+    if buf.len() < line_end + 2 {
+        return Scalar::Incomplete;
+    }
+    if buf[line_end + 1] != b'\n' {
+        return Scalar::Other;
+    }
+    let header = &buf[1..line_end];
+    let frame = match kind {
+        b'+' | b'-' => {
+            if header.contains(&b'\n') || (kind == b'-' && std::str::from_utf8(header).is_err()) {
+                return Scalar::Other;
+            }
+            let mut line = buf.split_to(line_end + 2).freeze();
+            line.truncate(line_end);
+            let text = line.slice(1..);
+            if kind == b'+' {
+                Ok(Value::Status(text))
+            } else {
+                Err(ServerError::new(text))
+            }
+        }
+        b':' => match parse_i64(header) {
+            Some(n) => {
+                let _ = buf.split_to(line_end + 2);
+                Ok(Value::Int(n))
+            }
+            None => return Scalar::Other,
+        },
+        b'_' if protocol == Protocol::Resp3 && header.is_empty() => {
+            let _ = buf.split_to(3);
+            Ok(Value::Nil)
+        }
+        b'$' => match parse_i64(header) {
+            Some(-1) if protocol == Protocol::Resp2 => {
+                let _ = buf.split_to(line_end + 2);
+                Ok(Value::Nil)
+            }
+            Some(len) if len >= 0 => {
+                let Ok(len) = usize::try_from(len) else {
+                    return Scalar::Other;
+                };
+                let body = line_end + 2;
+                let Some(total) = body.checked_add(len).and_then(|n| n.checked_add(2)) else {
+                    return Scalar::Other;
+                };
+                if buf.len() < total {
+                    return Scalar::Incomplete;
+                }
+                if &buf[total - 2..total] != b"\r\n" {
+                    return Scalar::Other;
+                }
+                let mut frame = buf.split_to(total).freeze();
+                frame.truncate(total - 2);
+                Ok(Value::Bulk(frame.slice(body..)))
+            }
+            _ => return Scalar::Other,
+        },
+        _ => return Scalar::Other,
+    };
+    Scalar::Frame(Frame::Reply(frame))
+}
+
+fn memchr_cr(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\r')
+}
+
+/// A RESP integer: optional `-`, then 1 to 19 digits.
+fn parse_i64(digits: &[u8]) -> Option<i64> {
+    let (negative, digits) = match digits.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, digits),
+    };
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let magnitude = digits.iter().try_fold(0i64, |n, &d| {
+        n.checked_mul(10)?.checked_add(i64::from(d - b'0'))
+    })?;
+    Some(if negative { -magnitude } else { magnitude })
+}
+
+/// Any frame, through `redis-protocol`.
+fn decode_general(buf: &mut BytesMut, protocol: Protocol) -> Result<Option<Frame>, String> {
     if buf.is_empty() {
         return Ok(None);
     }
@@ -172,6 +290,78 @@ mod tests {
             Ok(Some(Frame::Reply(Ok(Value::Int(7)))))
         ));
         assert!(buf.is_empty());
+    }
+
+    fn scalar() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[a-zA-Z0-9 ]{0,20}".prop_map(|s| format!("+{s}\r\n").into_bytes()),
+            "[A-Z]{1,8} [a-z ]{0,20}".prop_map(|s| format!("-{s}\r\n").into_bytes()),
+            any::<i64>().prop_map(|n| format!(":{n}\r\n").into_bytes()),
+            proptest::collection::vec(any::<u8>(), 0..40).prop_map(|b| {
+                let mut v = format!("${}\r\n", b.len()).into_bytes();
+                v.extend_from_slice(&b);
+                v.extend_from_slice(b"\r\n");
+                v
+            }),
+            Just(b"$-1\r\n".to_vec()),
+            Just(b"_\r\n".to_vec()),
+            Just(b"*2\r\n:1\r\n$1\r\nx\r\n".to_vec()),
+            proptest::collection::vec(any::<u8>(), 1..12),
+        ]
+    }
+
+    /// Decodes everything in `input` fed in `cuts`-sized reads.
+    fn run(
+        input: &[u8],
+        cuts: &[usize],
+        protocol: Protocol,
+        general_only: bool,
+    ) -> Vec<Result<String, ()>> {
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        let mut rest = input;
+        for &cut in cuts.iter().cycle().take(input.len() + 1) {
+            let n = cut.min(rest.len());
+            buf.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            loop {
+                let r = if general_only {
+                    decode_general(&mut buf, protocol)
+                } else {
+                    decode(&mut buf, protocol)
+                };
+                match r {
+                    Ok(Some(f)) => out.push(Ok(format!("{f:?}"))),
+                    Ok(None) => break,
+                    Err(_) => {
+                        out.push(Err(()));
+                        return out;
+                    }
+                }
+            }
+            if rest.is_empty() {
+                break;
+            }
+        }
+        out
+    }
+
+    proptest::proptest! {
+        /// The scalar fast path and redis-protocol agree on every input,
+        /// however it is cut into reads.
+        #[test]
+        fn fast_path_agrees_with_redis_protocol(
+            frames in proptest::collection::vec(scalar(), 1..8),
+            cuts in proptest::collection::vec(1usize..16, 1..8),
+            resp3 in proptest::bool::ANY,
+        ) {
+            let input: Vec<u8> = frames.concat();
+            let protocol = if resp3 { Protocol::Resp3 } else { Protocol::Resp2 };
+            let fast = run(&input, &cuts, protocol, false);
+            let reference = run(&input, &cuts, protocol, true);
+            proptest::prop_assert_eq!(fast, reference);
+        }
     }
 
     #[test]

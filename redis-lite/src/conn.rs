@@ -247,6 +247,33 @@ impl<T> Connection<T> {
         });
     }
 
+    /// Queues a command the caller keeps (and may send again): it is
+    /// encoded from the reference and not retained.
+    pub fn send_ref(&mut self, tag: T, command: &Cmd, now: Instant) {
+        if self.state == State::Closed {
+            let error = self.closed_error();
+            self.events.push_back(ConnEvent::Reply {
+                tag,
+                result: Err(error),
+                cmd: None,
+            });
+            return;
+        }
+        let buf = if self.state == State::Ready {
+            &mut self.out
+        } else {
+            &mut self.held
+        };
+        command.write_to(buf);
+        let deadline = self.config.request_timeout.map(|t| now + t);
+        self.pending.push_back(Pending {
+            tag,
+            deadline,
+            sub: None,
+            cmd: None,
+        });
+    }
+
     /// Queues `(S|P)(UN)SUBSCRIBE` for `channels`, which must be non-empty.
     /// The server confirms each channel with a push; `tag`'s reply (the
     /// subscription count) comes after the last one, or an error instead.
