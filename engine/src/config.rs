@@ -31,6 +31,9 @@ pub struct Config {
     pub backlog: i32,
     /// Bytes queued for one connection before it is closed as a slow consumer.
     pub send_queue_limit: usize,
+    /// The close code a slow consumer gets: 1008 (policy) by default, or
+    /// 1013 (try again later) to invite a reconnect.
+    pub slow_consumer_code: ringhub_proto::CloseCode,
     /// Largest frame and message accepted from a client.
     pub limits: ringhub_proto::Limits,
     /// Largest upgrade request head.
@@ -69,6 +72,7 @@ impl Default for Config {
             files_per_lane: 16_384,
             backlog: 4096,
             send_queue_limit: 1 << 20,
+            slow_consumer_code: ringhub_proto::CloseCode::Policy,
             limits: ringhub_proto::Limits::default(),
             max_request_head: 8 * 1024,
             max_request_body: 64 * 1024,

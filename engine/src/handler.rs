@@ -74,7 +74,7 @@ pub enum CloseReason {
     Local(CloseCode),
     /// The peer broke the protocol; it was sent this code.
     Protocol(CloseCode),
-    /// Its send queue passed the limit: closed with 1008.
+    /// Its send queue passed the limit: closed with `Config::slow_consumer_code`.
     SlowConsumer,
     /// No byte and no pong within the idle timeout.
     Timeout,

@@ -204,12 +204,8 @@ impl<H: Handler> Io<H> {
         if c.sendq.push(bytes, limit, &mut self.spares).is_err() {
             CoreStats::add(&self.stats.slow_consumers, 1);
             let id = self.id(index);
-            self.close_with(
-                id,
-                CloseCode::Policy,
-                "send queue overflow",
-                CloseReason::SlowConsumer,
-            );
+            let code = self.config.slow_consumer_code;
+            self.close_with(id, code, "send queue overflow", CloseReason::SlowConsumer);
             return Err(SendError::SlowConsumer);
         }
         CoreStats::add(&self.stats.frames_out, 1);
