@@ -577,6 +577,7 @@ pub struct Response<'a> {
     content_type: &'a str,
     body: &'a [u8],
     keep_alive: bool,
+    head_only: bool,
 }
 
 impl<'a> Response<'a> {
@@ -588,6 +589,7 @@ impl<'a> Response<'a> {
             content_type,
             body,
             keep_alive: false,
+            head_only: false,
         }
     }
 
@@ -598,13 +600,38 @@ impl<'a> Response<'a> {
         self
     }
 
+    /// Answer a `HEAD` request: the headers a `GET` would get, no body.
+    pub fn head_only(mut self, head_only: bool) -> Self {
+        self.head_only = head_only;
+        self
+    }
+
     /// Appends the response to `out`.
+    ///
+    /// 1xx, 204 and 304 responses carry neither `Content-Length` nor a body
+    /// (RFC 9110 §8.6, §6.4.1). A content type that could split the header
+    /// is replaced by `application/octet-stream`.
     pub fn write(&self, out: &mut Vec<u8>) {
         write_status_line(out, self.status);
-        out.extend_from_slice(b"Content-Type: ");
-        out.extend_from_slice(self.content_type.as_bytes());
+        let content_type = if is_header_safe(self.content_type.as_bytes()) {
+            self.content_type
+        } else {
+            "application/octet-stream"
+        };
+        let bodiless = matches!(self.status.0, 100..=199 | 204 | 304);
+        if !bodiless {
+            out.extend_from_slice(b"Content-Type: ");
+            out.extend_from_slice(content_type.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            let _ = write!(out, "Content-Length: {}\r\n", self.body.len());
+        }
+        if !self.keep_alive {
+            out.extend_from_slice(b"Connection: close\r\n");
+        }
         out.extend_from_slice(b"\r\n");
-        write_length_and_body(out, self.body, self.keep_alive);
+        if !bodiless && !self.head_only {
+            out.extend_from_slice(self.body);
+        }
     }
 }
 
@@ -683,15 +710,6 @@ impl<'a> ErrorResponse<'a> {
 
 fn write_status_line(out: &mut Vec<u8>, status: StatusCode) {
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", status.0, status.reason_phrase());
-}
-
-fn write_length_and_body(out: &mut Vec<u8>, body: &[u8], keep_alive: bool) {
-    let _ = write!(out, "Content-Length: {}\r\n", body.len());
-    if !keep_alive {
-        out.extend_from_slice(b"Connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    out.extend_from_slice(body);
 }
 
 /// No CR, LF or other control byte that could split a header.

@@ -397,13 +397,31 @@ fn plain_responses_for_http_endpoints() {
     assert_eq!(body, b"up 1\n");
 
     let mut out = Vec::new();
-    Response::new(StatusCode::NO_CONTENT, "text/plain", b"")
+    Response::new(StatusCode::NO_CONTENT, "text/plain", b"ignored")
         .keep_alive(true)
         .write(&mut out);
     let (code, headers, body) = read_response(&out);
     assert_eq!(code, 204);
     assert_eq!(header(&headers, "connection"), None);
+    assert_eq!(header(&headers, "content-length"), None, "RFC 9110 §8.6");
     assert!(body.is_empty());
+
+    // HEAD: the GET's headers, no body.
+    let mut out = Vec::new();
+    Response::new(StatusCode::OK, "text/plain", b"ok\n")
+        .head_only(true)
+        .write(&mut out);
+    assert!(out.ends_with(b"Content-Length: 3\r\nConnection: close\r\n\r\n"));
+
+    // A content type cannot inject a header.
+    let mut out = Vec::new();
+    Response::new(StatusCode::OK, "text/plain\r\nSet-Cookie: x", b"").write(&mut out);
+    let (_, headers, _) = read_response(&out);
+    assert_eq!(header(&headers, "set-cookie"), None);
+    assert_eq!(
+        header(&headers, "content-type"),
+        Some("application/octet-stream")
+    );
 }
 
 #[test]
