@@ -20,8 +20,22 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub type Client = WebSocket<TcpStream>;
 
+/// Raises the soft open-file limit to the hard one: the clients of these
+/// tests hold up to a few thousand sockets.
+pub fn raise_nofile() {
+    // SAFETY: getrlimit/setrlimit read and write a live rlimit struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// Starts a pub/sub server on an ephemeral port with `cores` cores.
 pub fn start(cores: usize, tweak: impl FnOnce(&mut Config)) -> Server {
+    raise_nofile();
     let mut config = Config {
         addr: "127.0.0.1:0".parse().unwrap(),
         cores,
