@@ -488,6 +488,22 @@ proptest! {
         prop_assert!(out.capacity() <= limit + 1);
     }
 
+    /// Valid streams of any expansion: accepted exactly when they fit.
+    #[test]
+    fn bombs_fit_or_fail_at_the_limit(matches in 0usize..2000, limit in 0usize..600_000) {
+        let bomb = zero_bomb(matches);
+        let size = 1 + 258 * matches;
+        let mut out = Vec::new();
+        match Inflater::new(false).inflate(&bomb, &mut out, limit) {
+            Ok(()) => prop_assert!(size <= limit && out.len() == size),
+            Err(err) => {
+                prop_assert!(size > limit);
+                prop_assert_eq!(err, InflateError::TooBig { limit });
+            }
+        }
+        prop_assert!(out.capacity() <= limit + 1);
+    }
+
     /// Compress then inflate gives the message back, whatever it is.
     #[test]
     fn round_trip(message in proptest::collection::vec(any::<u8>(), 0..8192), bits in 9u8..=15) {
