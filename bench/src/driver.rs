@@ -140,14 +140,7 @@ struct Worker<'s> {
 /// returned.
 pub fn run(spec: &WorkerSpec, link: &mut dyn Link) -> Result<WorkerReport, DriverError> {
     let poll = Poll::new().map_err(DriverError::Poll)?;
-    let upgrade = Upgrade::new(
-        &spec.target,
-        spec.seed
-            .to_le_bytes()
-            .repeat(2)
-            .try_into()
-            .unwrap_or([7; 16]),
-    );
+    let upgrade = Upgrade::new(&spec.target, websocket_key(spec.seed));
     let shared = Shared::new(&spec.workload, upgrade, spec.seed, spec.send_budget)?;
     let mut w = Worker {
         spec,
@@ -590,6 +583,15 @@ fn publisher_count(w: &Workload) -> u32 {
         Workload::Fanout { publishers, .. } => publishers,
         _ => 0,
     }
+}
+
+/// The 16 `Sec-WebSocket-Key` bytes, from the worker's seed: servers check
+/// the key's form, not its randomness.
+fn websocket_key(seed: u64) -> [u8; 16] {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..].copy_from_slice(&seed.rotate_left(29).to_le_bytes());
+    key
 }
 
 /// Writes as much of `buf` as the socket takes now.

@@ -22,7 +22,7 @@ pub enum GroupError {
     Worker { member: usize, error: String },
     #[error("workers did not {0} in time")]
     Timeout(&'static str),
-    #[error("cannot start a worker process: {0}")]
+    #[error("cannot start a worker: {0}")]
     Spawn(std::io::Error),
     #[error("aborted before the measured phase")]
     Aborted,
@@ -45,7 +45,7 @@ impl std::fmt::Debug for Members {
 
 impl Members {
     /// One thread per spec, in this process.
-    pub fn threads(specs: Vec<WorkerSpec>) -> Self {
+    pub fn threads(specs: Vec<WorkerSpec>) -> Result<Self, GroupError> {
         let (tx, events) = mpsc::channel();
         let mut go = Vec::new();
         for (member, spec) in specs.into_iter().enumerate() {
@@ -72,14 +72,13 @@ impl Members {
                     };
                     link.send(event);
                 })
-                .map_err(|e| eprintln!("cannot start a worker thread: {e}"))
-                .ok();
+                .map_err(GroupError::Spawn)?;
         }
-        Members {
+        Ok(Members {
             events,
             go,
             children: Vec::new(),
-        }
+        })
     }
 
     /// One process per spec list: this binary re-executed as `worker`.
@@ -313,7 +312,7 @@ pub fn worker_process_main() -> Result<(), GroupError> {
         serde_json::from_str(&line).map_err(|e| GroupError::Spawn(e.into()))?;
     let deadlines = deadlines_for(&specs);
     let mut up = StdioLink;
-    match run(Members::threads(specs), &mut up, deadlines) {
+    match Members::threads(specs).and_then(|members| run(members, &mut up, deadlines)) {
         Ok(report) => up.send(WorkerEvent::Done {
             report: Box::new(report),
         }),

@@ -197,7 +197,7 @@ pub fn run_step(plan: &StepPlan) -> Result<StepResult, RunError> {
     let before = plan.server_pid.map(procstat::sample).transpose()?;
     let mut watch = Watch::new(plan, sockets as u64);
     let members = if split.processes == 1 {
-        Members::threads(specs)
+        Members::threads(specs)?
     } else {
         let per = specs.len().div_ceil(split.processes);
         Members::processes(specs.chunks(per).map(<[WorkerSpec]>::to_vec).collect())?
