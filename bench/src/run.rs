@@ -280,7 +280,8 @@ fn result(
         host_cpus: procstat::online_cpus(),
         host_load: procstat::load_average(),
         kernel_bytes_per_connection: match watch.slab {
-            (Some(before), Some(connected)) if established > 0 => {
+            // Below a thousand connections the host's own churn dominates.
+            (Some(before), Some(connected)) if established >= 1000 => {
                 Some(connected.saturating_sub(before) as f64 / established as f64)
             }
             _ => None,
@@ -374,10 +375,14 @@ impl Link for Watch {
                 self.sample_memory(snapshot.established, false);
             }
             Some(go) => {
-                self.bar.set_position(go.elapsed().as_millis() as u64);
+                let elapsed = go.elapsed();
+                self.bar.set_position(elapsed.as_millis() as u64);
                 self.bar.set_message(format!(
-                    "sent {} received {}",
-                    snapshot.sent, snapshot.received
+                    "{:.1}/{:.1} s  sent {} received {}",
+                    elapsed.as_secs_f64(),
+                    self.duration.as_secs_f64(),
+                    snapshot.sent,
+                    snapshot.received
                 ));
             }
         }
@@ -393,6 +398,11 @@ impl Link for Watch {
             self.connected = procstat::sample(pid).ok().map(|s| (s, wall));
         }
         self.bar.set_prefix("run");
+        self.bar.set_style(
+            ProgressStyle::with_template("{prefix:>10} [{bar:30}] {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
         self.bar.set_length(self.duration.as_millis() as u64);
         self.bar.set_position(0);
         self.go_at = Some(Instant::now());
