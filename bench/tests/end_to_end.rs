@@ -239,6 +239,39 @@ fn fanout_delivers_every_publish_to_every_subscriber() {
 }
 
 #[test]
+fn fanout_split_over_processes_counts_every_delivery_once() {
+    // Publishers sit in the first worker; subscribers spread over four
+    // workers in two processes, whose tallies the parent merges.
+    let (url, seen) = start_server(Faults::default());
+    let (code, r) = bench(&[
+        "fanout",
+        "--url",
+        &url,
+        "-n",
+        "9",
+        "--publishers",
+        "3",
+        "--topics",
+        "1",
+        "--rate",
+        "150",
+        "-d",
+        "0.5",
+        "--processes",
+        "2",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{r}");
+    assert_eq!((n(&r, "processes"), n(&r, "threads")), (2, 2));
+    let published = seen.published.load(Ordering::Relaxed);
+    assert_eq!(n(&r, "counters.sent"), published);
+    assert_eq!(n(&r, "counters.unique"), published * 9);
+    assert_eq!(n(&r, "latency.count"), published * 9);
+    assert_eq!((n(&r, "lost"), n(&r, "counters.duplicates")), (0, 0));
+}
+
+#[test]
 fn a_sweep_draws_one_chart_point_per_step() {
     let (url, _) = start_server(Faults::default());
     let chart = std::env::temp_dir().join(format!("ringhub-bench-{}.svg", std::process::id()));
