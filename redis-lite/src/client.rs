@@ -521,7 +521,7 @@ impl Client {
     pub fn handle_input(&mut self, conn: ConnId, data: &[u8], now: Instant) {
         if let Some(link) = self.live(conn) {
             if let Some(c) = self.links[link].conn.as_mut() {
-                c.handle_input(data);
+                c.handle_input(data, now);
             }
             self.drain(link, now);
         }

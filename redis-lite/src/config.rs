@@ -27,6 +27,10 @@ pub struct Config {
     /// A reply must arrive within this, or the connection is recycled.
     /// `None` for connections that run blocking commands.
     pub request_timeout: Option<Duration>,
+    /// A connection quiet for this long is sent a `PING`, whose reply is
+    /// subject to the request timeout: a half-open TCP connection (a
+    /// subscriber that only listens) is noticed. `None` to disable.
+    pub health_check_interval: Option<Duration>,
     /// First reconnect delay.
     pub backoff_base: Duration,
     /// Longest reconnect delay.
@@ -49,6 +53,7 @@ impl Default for Config {
             client_name: None,
             connect_timeout: Duration::from_secs(5),
             request_timeout: Some(Duration::from_secs(5)),
+            health_check_interval: Some(Duration::from_secs(10)),
             backoff_base: Duration::from_millis(50),
             backoff_cap: Duration::from_secs(5),
             max_redirects: 5,

@@ -81,7 +81,8 @@ struct SubRequest {
 
 #[derive(Debug)]
 struct Pending<T> {
-    tag: T,
+    /// `None` for the connection's own health-check `PING`.
+    tag: Option<T>,
     deadline: Option<Instant>,
     sub: Option<SubRequest>,
     cmd: Option<Cmd>,
@@ -105,6 +106,8 @@ pub struct Connection<T> {
     pending: VecDeque<Pending<T>>,
     events: VecDeque<ConnEvent<T>>,
     connect_deadline: Instant,
+    /// When bytes last arrived (or the socket connected).
+    last_input: Instant,
     /// Subscription requests in flight plus confirmed subscriptions: while
     /// non-zero a RESP2 connection is in subscribed mode.
     subs_in_flight: usize,
@@ -122,6 +125,7 @@ impl<T> Connection<T> {
         Self {
             addr,
             connect_deadline: now + config.connect_timeout,
+            last_input: now,
             config,
             state: State::Connecting,
             protocol,
@@ -162,10 +166,11 @@ impl<T> Connection<T> {
     }
 
     /// The socket is connected: the handshake goes out.
-    pub fn handle_connected(&mut self, _now: Instant) {
+    pub fn handle_connected(&mut self, now: Instant) {
         if self.state != State::Connecting {
             return;
         }
+        self.last_input = now;
         self.state = State::Handshake;
         if self.config.resp3 {
             let mut hello = cmd("HELLO").arg("3");
@@ -240,7 +245,7 @@ impl<T> Connection<T> {
         command.write_to(buf);
         let deadline = self.config.request_timeout.map(|t| now + t);
         self.pending.push_back(Pending {
-            tag,
+            tag: Some(tag),
             deadline,
             sub: None,
             cmd: retain.then_some(command),
@@ -267,7 +272,7 @@ impl<T> Connection<T> {
         command.write_to(buf);
         let deadline = self.config.request_timeout.map(|t| now + t);
         self.pending.push_back(Pending {
-            tag,
+            tag: Some(tag),
             deadline,
             sub: None,
             cmd: None,
@@ -321,7 +326,7 @@ impl<T> Connection<T> {
             remaining: channels,
         };
         self.pending.push_back(Pending {
-            tag,
+            tag: Some(tag),
             deadline,
             sub: Some(sub),
             cmd: None,
@@ -355,7 +360,13 @@ impl<T> Connection<T> {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
             State::Connecting | State::Handshake => Some(self.connect_deadline),
-            State::Ready => self.pending.front().and_then(|p| p.deadline),
+            State::Ready => match self.pending.front() {
+                Some(p) => p.deadline,
+                None => self
+                    .config
+                    .health_check_interval
+                    .map(|i| self.last_input + i),
+            },
             State::Closed => None,
         }
     }
@@ -384,6 +395,27 @@ impl<T> Connection<T> {
                 self.close(Error::Timeout {
                     addr: self.addr.clone(),
                     timeout,
+                });
+            }
+            State::Ready
+                if self.pending.is_empty()
+                    && self
+                        .config
+                        .health_check_interval
+                        .is_some_and(|i| now >= self.last_input + i) =>
+            {
+                // Quiet for a while: make sure someone is still there.
+                cmd("PING").write_to(&mut self.out);
+                let wait = self
+                    .config
+                    .request_timeout
+                    .or(self.config.health_check_interval);
+                let deadline = wait.map(|t| now + t);
+                self.pending.push_back(Pending {
+                    tag: None,
+                    deadline,
+                    sub: None,
+                    cmd: None,
                 });
             }
             _ => {}
@@ -420,27 +452,32 @@ impl<T> Connection<T> {
         self.input.clear();
         self.handshake.clear();
         for p in self.pending.drain(..) {
-            self.events.push_back(ConnEvent::Reply {
-                tag: p.tag,
-                result: Err(error.clone()),
-                cmd: p.cmd,
-            });
+            if let Some(tag) = p.tag {
+                let result = Err(error.clone());
+                self.events.push_back(ConnEvent::Reply {
+                    tag,
+                    result,
+                    cmd: p.cmd,
+                });
+            }
         }
         self.events.push_back(ConnEvent::Closed(error));
     }
 
     /// Bytes read from the socket. Decodes every complete frame in them.
-    pub fn handle_input(&mut self, data: &[u8]) {
+    pub fn handle_input(&mut self, data: &[u8], now: Instant) {
         if self.state == State::Closed {
             return;
+        }
+        if !data.is_empty() {
+            self.last_input = self.last_input.max(now);
         }
         self.input.extend_from_slice(data);
         self.decode_input();
     }
 
-    /// Decodes what is buffered; for drivers that read straight into
-    /// [`Connection::input_buffer`].
-    pub fn decode_input(&mut self) {
+    /// Decodes every complete frame buffered.
+    fn decode_input(&mut self) {
         while self.state != State::Closed {
             match codec::decode(&mut self.input, self.protocol) {
                 Ok(Some(frame)) => self.handle_frame(frame),
@@ -454,12 +491,6 @@ impl<T> Connection<T> {
                 }
             }
         }
-    }
-
-    /// The receive buffer, for drivers that read into it directly (then
-    /// call [`Connection::decode_input`]).
-    pub fn input_buffer(&mut self) -> &mut BytesMut {
-        &mut self.input
     }
 
     fn protocol_error(&mut self, detail: String) {
@@ -501,11 +532,13 @@ impl<T> Connection<T> {
         if p.sub.is_some() {
             self.subs_in_flight -= 1;
         }
-        self.events.push_back(ConnEvent::Reply {
-            tag: p.tag,
-            result,
-            cmd: p.cmd,
-        });
+        if let Some(tag) = p.tag {
+            self.events.push_back(ConnEvent::Reply {
+                tag,
+                result,
+                cmd: p.cmd,
+            });
+        }
     }
 
     fn handle_handshake_reply(&mut self, reply: Result<Value, ServerError>) {
@@ -621,11 +654,14 @@ impl<T> Connection<T> {
                 && let Some(p) = self.pending.pop_front()
             {
                 self.subs_in_flight -= 1;
-                self.events.push_back(ConnEvent::Reply {
-                    tag: p.tag,
-                    result: Ok(Value::Int(count)),
-                    cmd: p.cmd,
-                });
+                if let Some(tag) = p.tag {
+                    let result = Ok(Value::Int(count));
+                    self.events.push_back(ConnEvent::Reply {
+                        tag,
+                        result,
+                        cmd: p.cmd,
+                    });
+                }
             }
         }
         self.events.push_back(ConnEvent::Subscription {

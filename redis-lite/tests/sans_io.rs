@@ -24,7 +24,7 @@ fn ready(resp3: bool) -> (Connection<u32>, Instant) {
     if resp3 {
         let hello = c.poll_transmit().unwrap();
         assert!(hello.starts_with(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n"));
-        c.handle_input(b"%1\r\n$5\r\nproto\r\n:3\r\n");
+        c.handle_input(b"%1\r\n$5\r\nproto\r\n:3\r\n", now);
     }
     assert!(matches!(c.poll_event(), Some(ConnEvent::Ready)));
     (c, now)
@@ -58,7 +58,7 @@ fn batches_one_write_and_matches_replies_in_order() {
         "three commands, one buffer"
     );
     assert!(c.poll_transmit().is_none());
-    c.handle_input(b":1\r\n:2\r\n-ERR no\r\n");
+    c.handle_input(b":1\r\n:2\r\n-ERR no\r\n", now);
     let got = reply_tags(&events(&mut c));
     assert_eq!(got[0], (0, Ok(Value::Int(1))));
     assert_eq!(got[1], (1, Ok(Value::Int(2))));
@@ -71,7 +71,7 @@ fn resp3_pushes_interleave_without_breaking_matching() {
     let (mut c, now) = ready(true);
     c.send(7, cmd("GET").arg("a"), false, now);
     c.send(8, cmd("GET").arg("b"), false, now);
-    c.handle_input(b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n$1\r\nA\r\n>2\r\n$10\r\ninvalidate\r\n*0\r\n_\r\n");
+    c.handle_input(b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n$1\r\nA\r\n>2\r\n$10\r\ninvalidate\r\n*0\r\n_\r\n", now);
     let evs = events(&mut c);
     assert!(
         matches!(&evs[0], ConnEvent::Message(m) if &m.payload[..] == b"hi" && m.kind == SubKind::Channel)
@@ -101,10 +101,13 @@ fn resp2_subscribed_mode_tells_pushes_from_replies() {
         now,
     );
     c.send(2, cmd("PING"), false, now);
-    c.handle_input(b"*3\r\n$10\r\nssubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$8\r\nsmessage\r\n$1\r\na\r\n$1\r\nx\r\n");
-    c.handle_input(b"*3\r\n$10\r\nssubscribe\r\n$1\r\nb\r\n:2\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    c.handle_input(b"*3\r\n$10\r\nssubscribe\r\n$1\r\na\r\n:1\r\n*3\r\n$8\r\nsmessage\r\n$1\r\na\r\n$1\r\nx\r\n", now);
+    c.handle_input(
+        b"*3\r\n$10\r\nssubscribe\r\n$1\r\nb\r\n:2\r\n*2\r\n$4\r\npong\r\n$0\r\n\r\n",
+        now,
+    );
     // The server drops `a` on its own (its slot moved).
-    c.handle_input(b"*3\r\n$12\r\nsunsubscribe\r\n$1\r\na\r\n:1\r\n");
+    c.handle_input(b"*3\r\n$12\r\nsunsubscribe\r\n$1\r\na\r\n:1\r\n", now);
     let evs = events(&mut c);
     let kinds: Vec<String> = evs
         .iter()
@@ -149,7 +152,7 @@ fn a_refused_subscription_fails_its_request() {
         now,
     );
     c.send(2, cmd("PING"), false, now);
-    c.handle_input(b"-MOVED 12182 127.0.0.1:7002\r\n+PONG\r\n");
+    c.handle_input(b"-MOVED 12182 127.0.0.1:7002\r\n+PONG\r\n", now);
     let got = reply_tags(&events(&mut c));
     assert!(got[0].1.as_ref().unwrap_err().contains("MOVED 12182"));
     assert_eq!(got[1].0, 2);
@@ -172,13 +175,13 @@ fn hello_falls_back_to_auth_on_old_servers_and_fails_on_bad_passwords() {
         !hello.windows(3).any(|w| w == b"GET"),
         "commands wait for the handshake"
     );
-    c.handle_input(b"-ERR unknown command 'HELLO'\r\n");
+    c.handle_input(b"-ERR unknown command 'HELLO'\r\n", now);
     let auth = c.poll_transmit().unwrap();
     assert_eq!(
         &auth[..],
         b"*2\r\n$4\r\nAUTH\r\n$2\r\npw\r\n*2\r\n$6\r\nSELECT\r\n$1\r\n3\r\n"
     );
-    c.handle_input(b"+OK\r\n+OK\r\n");
+    c.handle_input(b"+OK\r\n+OK\r\n", now);
     assert!(matches!(c.poll_event(), Some(ConnEvent::Ready)));
     assert!(
         c.poll_transmit()
@@ -190,7 +193,7 @@ fn hello_falls_back_to_auth_on_old_servers_and_fails_on_bad_passwords() {
     let mut c: Connection<u32> = Connection::new("h:1".into(), cfg, now);
     c.send(1, cmd("GET").arg("k"), false, now);
     c.handle_connected(now);
-    c.handle_input(b"-WRONGPASS invalid username-password pair\r\n");
+    c.handle_input(b"-WRONGPASS invalid username-password pair\r\n", now);
     let evs = events(&mut c);
     assert!(
         matches!(&evs[0], ConnEvent::Reply { tag: 1, result: Err(Error::NotConnected { reason, .. }), .. } if reason.contains("WRONGPASS"))
@@ -232,12 +235,38 @@ fn a_late_reply_times_out_everything_in_flight() {
 }
 
 #[test]
+fn a_quiet_connection_is_pinged_and_closed_if_nobody_answers() {
+    let (mut c, now) = ready(false);
+    let interval = Config::default().health_check_interval.unwrap();
+    let timeout = Config::default().request_timeout.unwrap();
+    assert_eq!(c.poll_timeout(), Some(now + interval));
+    c.handle_timeout(now + interval);
+    assert_eq!(&c.poll_transmit().unwrap()[..], b"*1\r\n$4\r\nPING\r\n");
+    // Answered: nothing surfaces; the next check is an interval after the answer.
+    c.handle_input(b"+PONG\r\n", now + interval);
+    assert!(
+        c.poll_event().is_none(),
+        "the health check's reply is the connection's own"
+    );
+    assert_eq!(c.poll_timeout(), Some(now + interval * 2));
+    // Not answered: the connection is declared dead.
+    c.handle_timeout(now + interval * 2);
+    assert!(c.poll_transmit().is_some());
+    assert_eq!(c.poll_timeout(), Some(now + interval * 2 + timeout));
+    c.handle_timeout(now + interval * 2 + timeout);
+    assert!(matches!(
+        c.poll_event(),
+        Some(ConnEvent::Closed(Error::Timeout { .. }))
+    ));
+}
+
+#[test]
 fn a_dead_socket_fails_every_request_clearly() {
     let (mut c, now) = ready(true);
     for i in 0..100 {
         c.send(i, cmd("GET").arg("a"), false, now);
     }
-    c.handle_input(b"$1\r\nx\r\n$1\r\n");
+    c.handle_input(b"$1\r\nx\r\n$1\r\n", now);
     c.handle_disconnected("connection reset by peer");
     let got = reply_tags(&events(&mut c));
     assert_eq!(got.len(), 100, "none dropped silently");
@@ -251,8 +280,8 @@ fn a_dead_socket_fails_every_request_clearly() {
 
 #[test]
 fn a_reply_nobody_asked_for_is_a_protocol_error() {
-    let (mut c, _) = ready(false);
-    c.handle_input(b"+OK\r\n");
+    let (mut c, now) = ready(false);
+    c.handle_input(b"+OK\r\n", now);
     assert!(matches!(
         events(&mut c).last(),
         Some(ConnEvent::Closed(Error::Protocol { .. }))
@@ -273,7 +302,7 @@ proptest! {
         for cut in cuts.iter().cycle() {
             if rest.is_empty() { break; }
             let n = (*cut).min(rest.len());
-            c.handle_input(&rest[..n]);
+            c.handle_input(&rest[..n], now);
             rest = &rest[n..];
         }
         let got = reply_tags(&events(&mut c));
@@ -292,7 +321,7 @@ proptest! {
             c.send(i, cmd("GET").arg("k"), false, now);
         }
         c.send_subscription(9, SubKind::Channel, true, vec![Bytes::from_static(b"c")], now);
-        c.handle_input(&noise);
+        c.handle_input(&noise, now);
         let _ = events(&mut c);
     }
 
@@ -308,7 +337,7 @@ proptest! {
             let (mut c, now) = ready(resp3);
             c.send_subscription(1, SubKind::Pattern, true, vec![Bytes::from_static(b"p*")], now);
             for i in 2..6 { c.send(i, cmd("GET").arg("k"), false, now); }
-            for f in &frames { c.handle_input(f); }
+            for f in &frames { c.handle_input(f, now); }
             let _ = events(&mut c);
         }
     }
