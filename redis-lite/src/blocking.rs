@@ -184,7 +184,11 @@ impl BlockingClient {
             .iter()
             .map(|c| Bytes::copy_from_slice(c.as_ref()))
             .collect();
-        let mut waiting: HashSet<Bytes> = channels.iter().cloned().collect();
+        let mut waiting: HashSet<Bytes> = channels
+            .iter()
+            .filter(|c| !self.core.is_subscribed(kind, c))
+            .cloned()
+            .collect();
         self.core.subscribe(kind, channels, Instant::now());
         let timeout = self.core.config().connect_timeout
             + self.core.config().request_timeout.unwrap_or_default();

@@ -300,6 +300,12 @@ impl Client {
         v
     }
 
+    /// True if the server confirmed this subscription and it is still up.
+    pub fn is_subscribed(&self, kind: SubKind, channel: &[u8]) -> bool {
+        let channel = Bytes::copy_from_slice(channel);
+        matches!(self.subs.state(kind, &channel), Some(SubState::Active(_)))
+    }
+
     /// Queues a command; its reply comes back as [`Event::Reply`].
     /// Commands queued in one loop turn go out in one write per node.
     pub fn send(&mut self, command: Cmd, now: Instant) -> RequestId {

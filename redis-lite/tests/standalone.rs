@@ -163,6 +163,8 @@ fn subscribes_and_publishes_in_resp2_and_resp3() {
         let mut publisher = BlockingClient::connect(config(&server, true)).unwrap();
         sub.subscribe(SubKind::Channel, &["news", "sport"]).unwrap();
         sub.subscribe(SubKind::Pattern, &["wea*"]).unwrap();
+        // Subscribing again to what is already active returns at once.
+        sub.subscribe(SubKind::Channel, &["news"]).unwrap();
         // The subscribing client still runs ordinary commands (on its command connection).
         assert_eq!(
             sub.query(cmd("PING")).unwrap(),
