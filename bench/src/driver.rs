@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::handshake::Upgrade;
 use crate::session::{Session, Shared};
-use crate::stats::{WorkerReport, latency_histogram, record_ns};
+use crate::stats::{WorkerReport, record_ns};
 use crate::sys;
 use crate::target::Target;
 use crate::workload::{Role, Workload};
@@ -155,7 +155,6 @@ pub fn run(spec: &WorkerSpec, link: &mut dyn Link) -> Result<WorkerReport, Drive
         last_delivery_ns: 0,
         last_upgrade_ns: 0,
     };
-    w.report.connect_latency = latency_histogram();
 
     let (t0, c0) = (sys::monotonic_ns(), sys::thread_cpu_ns());
     w.connect_all(link);
@@ -328,7 +327,10 @@ impl Worker<'_> {
             }
             let mut wake = end.min(last_progress + PROGRESS_EVERY.as_nanos() as u64);
             if let Some(every) = interval {
-                for (local, due) in publishers.iter_mut() {
+                // A publisher that cannot send (closed, or the count bound
+                // reached) leaves the schedule instead of spinning on it.
+                publishers.retain_mut(|(local, due)| {
+                    let mut sending = true;
                     while *due <= now && *due < end {
                         let published = match self.conns[*local]
                             .as_mut()
@@ -338,16 +340,17 @@ impl Worker<'_> {
                             None => false,
                         };
                         if !published {
+                            sending = false;
                             break;
                         }
                         *due += every;
                     }
                     self.flush(*local);
-                    wake = wake.min(*due);
-                }
-                if self.shared.send_budget == 0 {
-                    publishers.clear();
-                }
+                    if sending {
+                        wake = wake.min(*due);
+                    }
+                    sending
+                });
             }
             self.poll_once(Some(Duration::from_nanos(wake.saturating_sub(self.now()))));
             let now = self.now();
