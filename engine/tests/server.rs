@@ -57,6 +57,16 @@ fn echo_of_fragmented_and_large_messages() {
     assert_eq!(&out[..3], b"\x8a\x01p", "pong first");
     assert_eq!(&out[3..15], b"\x81\x0afragmented");
     assert_eq!(close_code_in(&out), Some(1000));
+
+    // A frame sent in the same segment as the upgrade request is not lost.
+    let mut s = raw(server.local_addr());
+    let mut bytes = UPGRADE.as_bytes().to_vec();
+    bytes.extend_from_slice(&masked_frame(0x81, b"eager"));
+    s.write_all(&bytes).unwrap();
+    assert!(read_http_head(&mut s).starts_with("HTTP/1.1 101"));
+    let mut echo = [0u8; 7];
+    std::io::Read::read_exact(&mut s, &mut echo).unwrap();
+    assert_eq!(&echo, b"\x81\x05eager");
     stop(server);
 }
 
