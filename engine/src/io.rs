@@ -24,14 +24,8 @@ use crate::token::{ConnOp, GEN_MASK, Token};
 /// Spare sendmsg headers kept for reuse; more are freed.
 const SEND_OP_POOL: usize = 256;
 
-/// Encodes a whole data message as one shared buffer (header + payload).
-pub(crate) fn encode_data_frame(text: bool, compressed: bool, payload: &[u8]) -> Bytes {
-    let opcode = if text { Opcode::Text } else { Opcode::Binary };
-    let head = FrameHead {
-        fin: true,
-        rsv1: compressed,
-        opcode,
-    };
+/// Encodes one frame as a single shared buffer (header then payload).
+fn encode(head: FrameHead, payload: &[u8]) -> Bytes {
     let header = encode_header(head, payload.len());
     let mut buf = BytesMut::with_capacity(header.len() + payload.len());
     buf.put_slice(&header);
@@ -39,17 +33,20 @@ pub(crate) fn encode_data_frame(text: bool, compressed: bool, payload: &[u8]) ->
     buf.freeze()
 }
 
-/// Encodes a control frame (payload ≤ 125 bytes).
-pub(crate) fn encode_control(opcode: Opcode, payload: &[u8]) -> Bytes {
-    encode_data_like(opcode, payload)
+/// Encodes a whole data message, compressed (RSV1) or not.
+pub(crate) fn encode_data_frame(text: bool, compressed: bool, payload: &[u8]) -> Bytes {
+    let opcode = if text { Opcode::Text } else { Opcode::Binary };
+    let head = FrameHead {
+        fin: true,
+        rsv1: compressed,
+        opcode,
+    };
+    encode(head, payload)
 }
 
-fn encode_data_like(opcode: Opcode, payload: &[u8]) -> Bytes {
-    let header = encode_header(FrameHead::new(opcode), payload.len());
-    let mut buf = BytesMut::with_capacity(header.len() + payload.len());
-    buf.put_slice(&header);
-    buf.put_slice(payload);
-    buf.freeze()
+/// Encodes a control frame (payload ≤ 125 bytes).
+pub(crate) fn encode_control(opcode: Opcode, payload: &[u8]) -> Bytes {
+    encode(FrameHead::new(opcode), payload)
 }
 
 /// Everything of a core that handlers may touch.
@@ -230,7 +227,7 @@ impl<H: Handler> Io<H> {
         text: bool,
         payload: &[u8],
     ) -> Result<(), SendError> {
-        let Some(c) = self.conn_mut(id) else {
+        let Some(c) = self.conn_mut(id).filter(|c| c.phase == Phase::Open) else {
             return Err(SendError::Closed);
         };
         let deflate = c.has(flag::DEFLATE);
@@ -268,7 +265,7 @@ impl<H: Handler> Io<H> {
         id: ConnId,
         frame: &mut SharedFrame,
     ) -> Result<(), SendError> {
-        let Some(c) = self.conn_mut(id) else {
+        let Some(c) = self.conn_mut(id).filter(|c| c.phase == Phase::Open) else {
             return Err(SendError::Closed);
         };
         let bytes = if c.has(flag::DEFLATE) {
