@@ -116,6 +116,10 @@ pub struct Config {
     #[arg(long, env = "RINGHUB_MESSAGE_BURST", default_value_t = 200)]
     pub message_burst: u32,
 
+    /// Topics one connection may be subscribed to at once.
+    #[arg(long, env = "RINGHUB_MAX_TOPICS_PER_CONNECTION", default_value_t = 256)]
+    pub max_topics_per_connection: usize,
+
     /// Largest client message, in bytes, after decompression.
     #[arg(long, env = "RINGHUB_MAX_MESSAGE_BYTES", default_value_t = 64 * 1024)]
     pub max_message_bytes: usize,

@@ -1,8 +1,20 @@
-//! The ringhub server: configuration, authentication, admission and the
-//! client protocol, wired onto the engine by `main.rs`.
+//! The ringhub server: configuration, authentication, admission, the local
+//! hub and presence directory, the client protocol and the brokers between
+//! servers, wired onto the engine by `main.rs`.
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod broker;
 pub mod config;
+pub mod connid;
+pub mod handler;
+mod http;
+pub mod hub;
+pub mod metrics;
+pub mod node;
 pub mod origin;
+pub mod presence;
 pub mod ratelimit;
+pub mod relay;
+pub mod routes;
+pub mod wire;

@@ -5,7 +5,8 @@
 
 /// A token bucket in thousandths of a token, refilled lazily from a
 /// millisecond clock the caller supplies (sans-IO: no clock inside).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `Default` is an empty bucket at time 0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TokenBucket {
     milli_tokens: u32,
     last_ms: u32,

@@ -1,0 +1,219 @@
+//! Where messages for other servers go.
+//!
+//! `Embedded` is the single node: with no Redis configured every user and
+//! topic is local, so there is nothing to forward and everything is ready.
+//! `Redis` hands route changes and messages to the relay thread
+//! ([`crate::relay`]), which owns the Redis connections.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
+
+use bytes::Bytes;
+use ringhub_engine::ConnId;
+
+/// Messages the cores may have queued for the relay before they are told
+/// `remote_unavailable`.
+pub const FORWARD_QUEUE: usize = 65_536;
+
+/// The broker between this server and the others.
+#[derive(Debug)]
+pub enum Broker {
+    /// A single node with nothing beyond this process.
+    Embedded,
+    /// Other servers through Redis.
+    Redis(RedisLink),
+}
+
+/// Who a forwarded message is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    User(Box<str>),
+    Topic(Box<str>),
+    Everyone,
+}
+
+/// Whom to tell how a forward went: the sending connection, and the
+/// message id (raw JSON) if it asked for an `ack`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub conn: ConnId,
+    pub id: Option<Box<str>>,
+}
+
+/// A message for the other servers: the encoded `message` frame.
+#[derive(Debug)]
+pub struct Forward {
+    pub audience: Audience,
+    pub frame: Bytes,
+    pub reply: Option<ReplyTo>,
+}
+
+/// Route and subscription changes, in the order they happened. Never
+/// dropped (unbounded): they come at the handshake rate at most.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Control {
+    UserOnline(Box<str>),
+    UserOffline(Box<str>),
+    TopicWanted(Box<str>),
+    TopicUnwanted(Box<str>),
+    /// Remove this server from Redis and stop.
+    Shutdown,
+}
+
+/// What became of a forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarded {
+    /// No other server can need it: the caller acks now.
+    NotNeeded,
+    /// Queued: the relay reports the outcome to `reply`.
+    Queued,
+    /// Redis is unreachable or the queue is full.
+    Unavailable,
+}
+
+/// Wakes the relay's poll loop; the flag skips the syscall while a wake is
+/// already pending, so a burst of forwards costs one.
+#[derive(Debug)]
+pub struct Wake {
+    waker: mio::Waker,
+    notified: AtomicBool,
+}
+
+impl Wake {
+    pub fn new(waker: mio::Waker) -> Wake {
+        Wake {
+            waker,
+            notified: AtomicBool::new(false),
+        }
+    }
+
+    pub fn wake(&self) {
+        if !self.notified.swap(true, Ordering::AcqRel) {
+            let _ = self.waker.wake();
+        }
+    }
+
+    /// Called by the relay before it drains its queues.
+    pub fn clear(&self) {
+        self.notified.store(false, Ordering::Release);
+    }
+}
+
+/// The cores' side of the relay.
+#[derive(Debug)]
+pub struct RedisLink {
+    control: Sender<Control>,
+    forwards: SyncSender<Forward>,
+    wake: Arc<Wake>,
+    ready: Arc<AtomicBool>,
+}
+
+/// The relay's side of the link.
+#[derive(Debug)]
+pub struct RelayInbox {
+    pub control: Receiver<Control>,
+    pub forwards: Receiver<Forward>,
+    pub wake: Arc<Wake>,
+    pub ready: Arc<AtomicBool>,
+}
+
+impl RedisLink {
+    /// A link and the relay's end of it.
+    pub fn new(waker: mio::Waker) -> (RedisLink, RelayInbox) {
+        let (control_tx, control_rx) = std::sync::mpsc::channel();
+        let (forward_tx, forward_rx) = std::sync::mpsc::sync_channel(FORWARD_QUEUE);
+        let wake = Arc::new(Wake::new(waker));
+        let ready = Arc::new(AtomicBool::new(false));
+        let link = RedisLink {
+            control: control_tx,
+            forwards: forward_tx,
+            wake: wake.clone(),
+            ready: ready.clone(),
+        };
+        let inbox = RelayInbox {
+            control: control_rx,
+            forwards: forward_rx,
+            wake,
+            ready,
+        };
+        (link, inbox)
+    }
+
+    fn control(&self, c: Control) {
+        // Fails only once the relay has stopped, at shutdown.
+        if self.control.send(c).is_ok() {
+            self.wake.wake();
+        }
+    }
+}
+
+impl Broker {
+    /// True when the server can deliver to every server it should reach.
+    pub fn is_ready(&self) -> bool {
+        match self {
+            Broker::Embedded => true,
+            Broker::Redis(link) => link.ready.load(Ordering::Relaxed),
+        }
+    }
+
+    /// A name for logs and `/readyz`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Broker::Embedded => "embedded",
+            Broker::Redis(_) => "redis",
+        }
+    }
+
+    /// This server got its first connection of `user`.
+    pub fn user_online(&self, user: &str) {
+        if let Broker::Redis(link) = self {
+            link.control(Control::UserOnline(user.into()));
+        }
+    }
+
+    /// This server's last connection of `user` closed.
+    pub fn user_offline(&self, user: &str) {
+        if let Broker::Redis(link) = self {
+            link.control(Control::UserOffline(user.into()));
+        }
+    }
+
+    /// This server got its first subscriber of `topic`.
+    pub fn topic_wanted(&self, topic: &str) {
+        if let Broker::Redis(link) = self {
+            link.control(Control::TopicWanted(topic.into()));
+        }
+    }
+
+    /// This server's last subscriber of `topic` left.
+    pub fn topic_unwanted(&self, topic: &str) {
+        if let Broker::Redis(link) = self {
+            link.control(Control::TopicUnwanted(topic.into()));
+        }
+    }
+
+    /// Hands a message to the other servers that should get it.
+    pub fn forward(&self, forward: impl FnOnce() -> Forward) -> Forwarded {
+        let Broker::Redis(link) = self else {
+            return Forwarded::NotNeeded;
+        };
+        if !link.ready.load(Ordering::Relaxed) {
+            return Forwarded::Unavailable;
+        }
+        match link.forwards.try_send(forward()) {
+            Ok(()) => {
+                link.wake.wake();
+                Forwarded::Queued
+            }
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Forwarded::Unavailable,
+        }
+    }
+
+    /// Asks the relay to remove this server from Redis and stop.
+    pub fn shutdown(&self) {
+        if let Broker::Redis(link) = self {
+            link.control(Control::Shutdown);
+        }
+    }
+}

@@ -1,0 +1,602 @@
+//! The engine handler of one core: admission and auth before the upgrade,
+//! the client protocol, delivery to this core's connections and posts to
+//! the other cores.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use ringhub_engine::{
+    CloseCode, CloseReason, ConnId, Ctx, Decision, Handler, HttpResponse, Message, Request,
+    SharedFrame, WebSocketUpgrade,
+};
+use ringhub_proto::{ClientMessage, OutgoingMessage, Recipient};
+use serde_json::value::RawValue;
+
+use crate::auth::{AuthError, Identity, dev_identity};
+use crate::broker::{Audience, Forward, Forwarded, ReplyTo};
+use crate::config::BroadcastPolicy;
+use crate::hub::{Change, LocalHub, SubscribeError};
+use crate::metrics::Counters;
+use crate::node::Node;
+use crate::presence::CoreSet;
+use crate::ratelimit::TokenBucket;
+
+/// The only path that upgrades to WebSocket.
+pub const WS_PATH: &str = "/ws";
+
+/// A connection's state, inline in the engine's slab: every idle
+/// connection pays for it, so it is 40 bytes (topics live in the hub, only
+/// for connections that have any).
+#[derive(Debug, Default)]
+pub struct ConnState {
+    /// The user, interned by this core's hub. `None` until admitted.
+    user: Option<Arc<str>>,
+    /// Messages the connection may send.
+    messages: TokenBucket,
+    /// `error` replies it may earn before it is closed with 1008.
+    errors: TokenBucket,
+    /// The token allowed `broadcast` (or the policy allows everyone).
+    may_broadcast: bool,
+}
+
+/// Who a message is for, owned so it can cross cores.
+#[derive(Debug, Clone)]
+pub enum Target {
+    User(Arc<str>),
+    Topic(Arc<str>),
+    Everyone,
+}
+
+/// What cores post to each other.
+#[derive(Debug)]
+pub enum Post {
+    /// The 101 of this connection is queued: send its `welcome`. Posted by
+    /// a core to itself from `on_open`, which runs before the 101.
+    Welcome(ConnId),
+    /// Deliver an encoded `message` frame to this core's connections of
+    /// `target`.
+    Deliver { target: Target, frame: SharedFrame },
+    /// The relay finished forwarding a message this core's connection sent.
+    Outcome { reply: ReplyTo, ok: bool },
+}
+
+/// A `message` about to be routed: who sent it, to whom, and what.
+struct Outgoing<'a> {
+    from: &'a str,
+    to: Recipient<'a>,
+    data: &'a RawValue,
+    id: Option<&'a RawValue>,
+}
+
+/// One core's handler.
+#[derive(Debug)]
+pub struct CoreHandler {
+    node: Arc<Node>,
+    core: u16,
+    hub: LocalHub<ConnId>,
+    counters: Arc<Counters>,
+    handshakes: TokenBucket,
+    epoch: Instant,
+    /// Scratch for frames written by this core.
+    out: Vec<u8>,
+}
+
+impl CoreHandler {
+    pub fn new(node: Arc<Node>, core: u16) -> CoreHandler {
+        let counters = node.counters[usize::from(core) % node.counters.len()].clone();
+        let handshakes = TokenBucket::full(node.settings.handshake_rate, 0);
+        CoreHandler {
+            node,
+            core,
+            hub: LocalHub::default(),
+            counters,
+            handshakes,
+            epoch: Instant::now(),
+            out: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Milliseconds since this core started, for its token buckets.
+    fn now_ms(&self) -> u32 {
+        self.epoch.elapsed().as_millis() as u32
+    }
+
+    fn count(&self, counter: impl Fn(&Counters) -> &std::sync::atomic::AtomicU64) {
+        Counters::add(counter(&self.counters), 1);
+    }
+
+    /// Checks the request before the 101: path, admission, origin, token.
+    fn admit(&mut self, upgrade: &WebSocketUpgrade<'_, '_>) -> Result<Identity, Decision> {
+        let reject = |status: u16, body: &str| Decision::Reject {
+            status,
+            body: body.to_owned(),
+        };
+        if upgrade.path() != WS_PATH {
+            return Err(reject(
+                404,
+                "not found: WebSocket upgrades are served at /ws",
+            ));
+        }
+        let now = self.now_ms();
+        if !self
+            .handshakes
+            .try_take(self.node.settings.handshake_rate, now)
+        {
+            self.count(|c| &c.rejected_handshake_rate);
+            return Err(reject(503, "too many handshakes right now: retry shortly"));
+        }
+        if !self.node.origins.allows(upgrade.origin()) {
+            self.count(|c| &c.rejected_origin);
+            return Err(reject(403, "origin not allowed"));
+        }
+        let identity = match &self.node.auth {
+            Some(auth) => match upgrade
+                .query_param("token")
+                .or_else(|| upgrade.bearer_token())
+            {
+                Some(token) => auth.verify(token),
+                None => Err(AuthError::MissingToken),
+            },
+            None => dev_identity(upgrade.request().query_param_decoded("user").as_deref()),
+        };
+        let identity = identity.map_err(|e| {
+            self.count(|c| &c.rejected_auth);
+            reject(401, &e.to_string())
+        })?;
+        // Counted last, so a refused handshake never holds a place.
+        let open = self.node.open.fetch_add(1, Ordering::Relaxed);
+        if open >= self.node.settings.max_connections {
+            self.node.open.fetch_sub(1, Ordering::Relaxed);
+            self.count(|c| &c.rejected_capacity);
+            return Err(reject(
+                503,
+                "server at its connection limit: retry elsewhere",
+            ));
+        }
+        Ok(identity)
+    }
+
+    /// Adds an admitted connection to the hub and the directory.
+    fn register(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, identity: Identity) {
+        let (user, change) = self.hub.join(&identity.user, conn);
+        if change == Change::First {
+            let broker = &self.node.broker;
+            self.node
+                .presence
+                .users
+                .add(&user, self.core, || broker.user_online(&user));
+        }
+        let settings = &self.node.settings;
+        let now = self.now_ms();
+        if let Some(state) = ctx.state(conn) {
+            state.user = Some(user);
+            state.messages = TokenBucket::full(settings.message_rate, now);
+            state.errors = TokenBucket::full(settings.error_rate, now);
+            state.may_broadcast = match settings.broadcast {
+                BroadcastPolicy::None => false,
+                BroadcastPolicy::Claim => identity.broadcast_claim,
+                BroadcastPolicy::All => true,
+            };
+        }
+        self.count(|c| &c.connections_opened);
+    }
+
+    fn welcome(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId) {
+        let Some(user) = ctx.state(conn).and_then(|s| s.user.clone()) else {
+            return;
+        };
+        self.out.clear();
+        let id = self.node.conn_ids.next();
+        ringhub_proto::write_welcome(&mut self.out, &user, id, &self.node.settings.server_id);
+        self.reply(ctx, conn);
+    }
+
+    /// Sends the frame in `self.out` to `conn`.
+    fn reply(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId) {
+        // Every writer of `out` writes JSON from `&str`s: always UTF-8.
+        if let Ok(text) = std::str::from_utf8(&self.out) {
+            let _ = ctx.send_text(conn, text);
+        }
+    }
+
+    /// Answers bad input with an `error` frame. Bad input costs the
+    /// connection one of its error tokens: one that keeps sending it is
+    /// closed with 1008 instead.
+    fn error(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        code: &str,
+        message: &str,
+        id: Option<&RawValue>,
+    ) {
+        let now = self.now_ms();
+        let rate = self.node.settings.error_rate;
+        let within_budget = ctx
+            .state(conn)
+            .is_some_and(|s| s.errors.try_take(rate, now));
+        if !within_budget {
+            self.count(|c| &c.abuse_closes);
+            ctx.close(conn, CloseCode::Policy, "too many bad messages");
+            return;
+        }
+        self.report(ctx, conn, code, message, id);
+    }
+
+    /// Sends an `error` frame that is not the client's fault (no strike).
+    fn report(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        code: &str,
+        message: &str,
+        id: Option<&RawValue>,
+    ) {
+        self.count(|c| &c.errors_sent);
+        self.out.clear();
+        ringhub_proto::write_error(&mut self.out, code, message, id);
+        self.reply(ctx, conn);
+    }
+
+    fn ack(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, id: Option<&RawValue>) {
+        if let Some(id) = id {
+            self.out.clear();
+            ringhub_proto::write_ack(&mut self.out, id);
+            self.reply(ctx, conn);
+        }
+    }
+
+    fn on_text(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, text: &str) {
+        let (user, may_broadcast) = {
+            let now = self.now_ms();
+            let rate = self.node.settings.message_rate;
+            let Some(state) = ctx.state(conn) else {
+                return;
+            };
+            let Some(user) = state.user.clone() else {
+                return;
+            };
+            if !state.messages.try_take(rate, now) {
+                self.count(|c| &c.rate_limited);
+                return self.error(
+                    ctx,
+                    conn,
+                    "rate_limited",
+                    "slow down: message rate limit",
+                    None,
+                );
+            }
+            (user, state.may_broadcast)
+        };
+        if text.len() > self.node.settings.max_message_bytes {
+            let message = format!(
+                "message of {} bytes is over the limit of {}",
+                text.len(),
+                self.node.settings.max_message_bytes
+            );
+            return self.error(ctx, conn, "too_large", &message, None);
+        }
+        let message = match ClientMessage::parse(text) {
+            Ok(m) => m,
+            Err(e) => {
+                let text = e.to_string();
+                return self.error(ctx, conn, e.code(), &text, e.id);
+            }
+        };
+        match message {
+            ClientMessage::Send { to, data, id } => {
+                let out = Outgoing {
+                    from: &user,
+                    to: Recipient::User(&to),
+                    data,
+                    id,
+                };
+                self.route(ctx, &out, Some(conn));
+            }
+            ClientMessage::Publish { topic, data, id } => {
+                let out = Outgoing {
+                    from: &user,
+                    to: Recipient::Topic(&topic),
+                    data,
+                    id,
+                };
+                self.route(ctx, &out, Some(conn));
+            }
+            ClientMessage::Broadcast { data, id } => {
+                if !may_broadcast {
+                    let why = "broadcast needs the \"broadcast\" claim in your token";
+                    return self.error(ctx, conn, "not_allowed", why, id);
+                }
+                let out = Outgoing {
+                    from: &user,
+                    to: Recipient::Everyone,
+                    data,
+                    id,
+                };
+                self.route(ctx, &out, Some(conn));
+            }
+            ClientMessage::Subscribe { topic } => self.subscribe(ctx, conn, &topic),
+            ClientMessage::Unsubscribe { topic } => self.unsubscribe(conn, &topic),
+            ClientMessage::Ping => {
+                self.out.clear();
+                ringhub_proto::write_pong(&mut self.out);
+                self.reply(ctx, conn);
+            }
+            ClientMessage::Latency { ms } => {
+                self.count(|c| &c.latency_reports);
+                Counters::add(&self.counters.latency_micros_sum, (ms * 1000.0) as u64);
+            }
+        }
+    }
+
+    fn subscribe(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, topic: &str) {
+        match self
+            .hub
+            .subscribe(conn, topic, self.node.settings.max_topics)
+        {
+            Ok(Change::First) => {
+                let broker = &self.node.broker;
+                self.node
+                    .presence
+                    .topics
+                    .add(topic, self.core, || broker.topic_wanted(topic));
+            }
+            Ok(_) => {}
+            Err(SubscribeError::TooMany) => {
+                let why = format!(
+                    "a connection may hold at most {} topics",
+                    self.node.settings.max_topics
+                );
+                self.error(ctx, conn, "not_allowed", &why, None);
+            }
+        }
+    }
+
+    fn unsubscribe(&mut self, conn: ConnId, topic: &str) {
+        if self.hub.unsubscribe(conn, topic) == Change::Last {
+            self.topic_left(topic);
+        }
+    }
+
+    fn topic_left(&self, topic: &str) {
+        let broker = &self.node.broker;
+        self.node
+            .presence
+            .topics
+            .remove(topic, self.core, || broker.topic_unwanted(topic));
+    }
+
+    /// Encodes `message` once and hands it to every connection it is for:
+    /// on this core directly, on the other cores through their mailboxes,
+    /// on other servers through the broker. Acks `sender` (when it gave an
+    /// id) once every part is handed on, or tells it what failed. Returns
+    /// false if some part could not be handed on.
+    fn route(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        message: &Outgoing<'_>,
+        sender: Option<ConnId>,
+    ) -> bool {
+        let ts = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.out.clear();
+        ringhub_proto::write_message(
+            &mut self.out,
+            &OutgoingMessage {
+                from: message.from,
+                to: message.to,
+                data: message.data,
+                id: message.id,
+                ts,
+            },
+        );
+        let encoded = Bytes::copy_from_slice(&self.out);
+        let mut frame = SharedFrame::text(encoded.clone());
+        let presence = &self.node.presence;
+        let (local, cores): (&[ConnId], CoreSet) = match message.to {
+            Recipient::User(user) => (self.hub.user(user), presence.users.cores(user)),
+            Recipient::Topic(topic) => (self.hub.topic(topic), presence.topics.cores(topic)),
+            Recipient::Everyone => (&[], CoreSet::all(ctx.cores())),
+        };
+        let mut delivered = ctx.broadcast(local.iter().copied(), &mut frame);
+        if matches!(message.to, Recipient::Everyone) {
+            delivered += ctx.broadcast(self.hub.everyone(), &mut frame);
+        }
+        Counters::add(&self.counters.messages_delivered, delivered as u64);
+        let mut target = None;
+        let mut refused = false;
+        for core in cores.iter().filter(|c| *c != self.core) {
+            let target = target.get_or_insert_with(|| match message.to {
+                Recipient::User(u) => Target::User(Arc::from(u)),
+                Recipient::Topic(t) => Target::Topic(Arc::from(t)),
+                Recipient::Everyone => Target::Everyone,
+            });
+            let post = Post::Deliver {
+                target: target.clone(),
+                frame: frame.clone(),
+            };
+            if ctx.post(core, post).is_err() {
+                self.count(|c| &c.mailbox_full);
+                refused = true;
+            }
+        }
+        let forwarded = self.node.broker.forward(|| Forward {
+            audience: match message.to {
+                Recipient::User(u) => Audience::User(u.into()),
+                Recipient::Topic(t) => Audience::Topic(t.into()),
+                Recipient::Everyone => Audience::Everyone,
+            },
+            frame: encoded,
+            reply: sender.map(|conn| ReplyTo {
+                conn,
+                id: message.id.map(|id| id.get().into()),
+            }),
+        });
+        if forwarded == Forwarded::Unavailable {
+            self.count(|c| &c.remote_failures);
+        }
+        if let Some(sender) = sender {
+            if refused {
+                let why = "the server is overloaded: not every recipient was reached";
+                self.report(ctx, sender, "overloaded", why, message.id);
+            } else {
+                match forwarded {
+                    Forwarded::NotNeeded => self.ack(ctx, sender, message.id),
+                    // The relay posts the outcome when Redis has answered.
+                    Forwarded::Queued => {}
+                    Forwarded::Unavailable => {
+                        let why = "delivered on this server only: other servers are unreachable";
+                        self.report(ctx, sender, "remote_unavailable", why, message.id);
+                    }
+                }
+            }
+        }
+        !refused && forwarded != Forwarded::Unavailable
+    }
+
+    /// Acks or reports a forward the relay finished.
+    fn outcome(&mut self, ctx: &mut Ctx<'_, Self>, reply: ReplyTo, ok: bool) {
+        let id = reply
+            .id
+            .and_then(|id| RawValue::from_string(id.into_string()).ok());
+        if ok {
+            self.ack(ctx, reply.conn, id.as_deref());
+        } else {
+            let why = "not every server could be reached: Redis failed or is unreachable";
+            self.report(ctx, reply.conn, "remote_unavailable", why, id.as_deref());
+        }
+    }
+
+    fn deliver(&mut self, ctx: &mut Ctx<'_, Self>, target: &Target, frame: &mut SharedFrame) {
+        let delivered = match target {
+            Target::User(user) => ctx.broadcast(self.hub.user(user).iter().copied(), frame),
+            Target::Topic(topic) => ctx.broadcast(self.hub.topic(topic).iter().copied(), frame),
+            Target::Everyone => ctx.broadcast(self.hub.everyone(), frame),
+        };
+        Counters::add(&self.counters.messages_delivered, delivered as u64);
+    }
+}
+
+impl Handler for CoreHandler {
+    type State = ConnState;
+    type Post = Post;
+
+    fn on_request(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        _conn: ConnId,
+        request: &Request<'_>,
+        body: &[u8],
+    ) -> Option<HttpResponse> {
+        crate::http::respond(self, ctx, request, body)
+    }
+
+    fn on_open(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        upgrade: &WebSocketUpgrade<'_, '_>,
+    ) -> Decision {
+        let identity = match self.admit(upgrade) {
+            Ok(identity) => identity,
+            Err(decision) => return decision,
+        };
+        // The welcome can only be queued once the 101 is: post it to this
+        // core, whose mailbox is read after this callback returns.
+        if ctx.post(self.core, Post::Welcome(conn)).is_err() {
+            self.node.open.fetch_sub(1, Ordering::Relaxed);
+            self.count(|c| &c.mailbox_full);
+            return Decision::Reject {
+                status: 503,
+                body: "server overloaded: retry shortly".into(),
+            };
+        }
+        self.register(ctx, conn, identity);
+        Decision::accept()
+    }
+
+    fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, message: Message<'_>) {
+        self.count(|c| &c.messages_in);
+        match message {
+            Message::Text(text) => self.on_text(ctx, conn, text),
+            Message::Binary(_) => self.error(
+                ctx,
+                conn,
+                "bad_json",
+                "binary frames are not accepted: send JSON text frames",
+                None,
+            ),
+        }
+    }
+
+    fn on_close(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, reason: CloseReason) {
+        let Some(user) = ctx.state(conn).and_then(|s| s.user.take()) else {
+            return;
+        };
+        self.node.open.fetch_sub(1, Ordering::Relaxed);
+        self.count(|c| &c.connections_closed);
+        if !matches!(
+            reason,
+            CloseReason::Peer(_) | CloseReason::Local(_) | CloseReason::Shutdown
+        ) {
+            self.count(|c| &c.unexpected_disconnects);
+        }
+        let (change, emptied) = self.hub.leave(&user, conn);
+        if change == Change::Last {
+            let broker = &self.node.broker;
+            self.node
+                .presence
+                .users
+                .remove(&user, self.core, || broker.user_offline(&user));
+        }
+        for topic in emptied {
+            self.topic_left(&topic);
+        }
+    }
+
+    fn on_post(&mut self, ctx: &mut Ctx<'_, Self>, post: Post) {
+        match post {
+            Post::Welcome(conn) => self.welcome(ctx, conn),
+            Post::Deliver { target, mut frame } => self.deliver(ctx, &target, &mut frame),
+            Post::Outcome { reply, ok } => self.outcome(ctx, reply, ok),
+        }
+    }
+}
+
+/// Routing entry points for the HTTP API, which speaks the same JSON.
+impl CoreHandler {
+    /// Routes an API message from `from`; false if a core refused it.
+    pub(crate) fn route_api(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        from: &str,
+        to: Recipient<'_>,
+        data: &RawValue,
+    ) -> bool {
+        self.count(|c| &c.api_publishes);
+        let out = Outgoing {
+            from,
+            to,
+            data,
+            id: None,
+        };
+        self.route(ctx, &out, None)
+    }
+
+    pub(crate) fn node(&self) -> &Node {
+        &self.node
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_state_stays_small() {
+        assert!(std::mem::size_of::<ConnState>() <= 40);
+    }
+}

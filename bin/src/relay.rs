@@ -1,0 +1,796 @@
+//! The relay: one thread per process that owns the Redis connections.
+//!
+//! It drains what the cores queued (route changes, messages for other
+//! servers), turns it into commands that leave as one pipeline per loop
+//! turn (redis-lite writes everything queued for a node in one write),
+//! and posts what arrives from other servers into the cores' mailboxes.
+//! The Redis schema (DESIGN.md, "Across servers"):
+//!
+//! - `user_servers:<user>`: the servers holding a user (SADD on its first
+//!   connection here, SREM on its last, a TTL refreshed in bulk);
+//!   `server_users:<server>`: the reverse, so survivors can prune a dead
+//!   server's routes.
+//! - `servers`: a sorted set of heartbeat times, one ZADD per interval per
+//!   server (O(servers) traffic); a server silent for three intervals is
+//!   pruned by whichever survivor sees it first.
+//! - channels `server:<id>` (messages for users here), `topic:<name>`
+//!   (subscribed while a topic has local subscribers), `broadcast`, and
+//!   `routes` (route cache invalidations, see [`crate::routes`]). Sharded
+//!   (SSUBSCRIBE/SPUBLISH) on a cluster, plain on a standalone server.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::io::{self, Read, Write};
+use std::net::ToSocketAddrs;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use redis_lite::{Action, Client, Event, RequestId, SubKind, Value, cmd};
+use ringhub_engine::{Poster, SharedFrame};
+use slab::Slab;
+use tracing::{debug, info, warn};
+
+use crate::broker::{Audience, Control, Forward, RelayInbox, ReplyTo};
+use crate::handler::{Post, Target};
+use crate::metrics::Counters;
+use crate::node::Node;
+use crate::presence::CoreSet;
+use crate::routes::RouteCache;
+use crate::wire;
+
+/// The poll token of the cores' waker.
+pub const WAKE: Token = Token(usize::MAX);
+
+/// Longest a shutdown waits for Redis to confirm this server's removal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Heartbeats between two bulk refreshes of the route TTLs.
+const TTL_REFRESH_EVERY: u64 = 10;
+
+/// What the relay needs to start.
+#[derive(Debug)]
+pub struct RelaySetup {
+    pub redis: redis_lite::Config,
+    pub server_id: String,
+    pub heartbeat: Duration,
+    pub poll: Poll,
+    pub inbox: RelayInbox,
+}
+
+#[derive(Debug)]
+struct Socket {
+    conn: redis_lite::ConnId,
+    stream: TcpStream,
+    connected: bool,
+    out: VecDeque<Bytes>,
+}
+
+/// What a reply is for.
+#[derive(Debug)]
+enum Pending {
+    /// SMEMBERS user_servers:<user> for the forwards waiting on it.
+    Lookup(Box<str>),
+    /// A publish to `server`'s channel for `user`, part of a group.
+    ToServer {
+        group: Option<usize>,
+        user: Box<str>,
+        server: Box<str>,
+    },
+    /// A publish on a topic or broadcast channel, part of a group.
+    Publish { group: Option<usize> },
+    /// ZRANGEBYSCORE of servers silent too long.
+    DeadServers,
+    /// SMEMBERS server_users:<dead>.
+    DeadUsers(Box<str>),
+    /// Fire and forget (route writes, heartbeats): failures are repaired by
+    /// the re-registration after a reconnect.
+    Ignore,
+}
+
+/// The outstanding replies of one forward: its sender hears once all are in.
+#[derive(Debug)]
+struct Group {
+    reply: ReplyTo,
+    remaining: u32,
+    failed: bool,
+}
+
+/// The relay thread's state.
+pub struct Relay {
+    node: Arc<Node>,
+    poster: Poster<Post>,
+    client: Client,
+    poll: Poll,
+    inbox: RelayInbox,
+    sockets: Slab<Socket>,
+    by_conn: HashMap<redis_lite::ConnId, usize>,
+    server_id: Box<str>,
+    sub_kind: SubKind,
+    publish: &'static str,
+    cache: RouteCache,
+    lookups: HashMap<Box<str>, Vec<Forward>>,
+    pending: HashMap<RequestId, Pending>,
+    groups: Slab<Group>,
+    /// Connections (node, carries pub/sub) that are down.
+    down: HashSet<(String, bool)>,
+    /// Whether this server's routes are known to be in Redis.
+    registered: bool,
+    heartbeat: Duration,
+    route_ttl_secs: u64,
+    next_beat: Instant,
+    beats: u64,
+    stopping: Option<Instant>,
+    read_buf: Box<[u8]>,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("server_id", &self.server_id)
+            .field("pending", &self.pending.len())
+            .finish()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn key(prefix: &str, name: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + name.len());
+    k.extend_from_slice(prefix.as_bytes());
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+impl Relay {
+    pub fn new(
+        node: Arc<Node>,
+        poster: Poster<Post>,
+        setup: RelaySetup,
+    ) -> Result<Relay, redis_lite::Error> {
+        let cluster = setup.redis.cluster;
+        let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
+        let client = Client::new(setup.redis, seed, Instant::now())?;
+        let hb = setup.heartbeat;
+        Ok(Relay {
+            node,
+            poster,
+            client,
+            poll: setup.poll,
+            inbox: setup.inbox,
+            sockets: Slab::new(),
+            by_conn: HashMap::new(),
+            server_id: setup.server_id.into(),
+            sub_kind: if cluster {
+                SubKind::Shard
+            } else {
+                SubKind::Channel
+            },
+            publish: if cluster { "SPUBLISH" } else { "PUBLISH" },
+            cache: RouteCache::new(hb * 6),
+            lookups: HashMap::new(),
+            pending: HashMap::new(),
+            groups: Slab::new(),
+            down: HashSet::new(),
+            registered: false,
+            heartbeat: hb,
+            route_ttl_secs: (hb.as_secs() * TTL_REFRESH_EVERY * 3).max(60),
+            next_beat: Instant::now(),
+            beats: 0,
+            stopping: None,
+            read_buf: vec![0; 256 * 1024].into_boxed_slice(),
+        })
+    }
+
+    /// Runs until a shutdown has been carried out.
+    pub fn run(mut self) {
+        let channels = [
+            Bytes::from(key("server:", &self.server_id)),
+            Bytes::from_static(b"broadcast"),
+            Bytes::from_static(b"routes"),
+        ];
+        self.client
+            .subscribe(self.sub_kind, channels, Instant::now());
+        let mut events = Events::with_capacity(256);
+        loop {
+            self.inbox.wake.clear();
+            self.drain_inbox();
+            self.timers();
+            self.carry_out();
+            if let Some(deadline) = self.stopping
+                && (self.pending.is_empty() || Instant::now() >= deadline)
+            {
+                self.client.shutdown(Instant::now());
+                self.carry_out();
+                info!("left Redis");
+                return;
+            }
+            let now = Instant::now();
+            let wake_at = [
+                Some(self.next_beat),
+                self.client.poll_timeout(),
+                self.stopping,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let timeout = wake_at.map(|t| t.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                warn!("relay poll failed: {e}");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let ready: Vec<(usize, bool, bool)> = events
+                .iter()
+                .filter(|e| e.token() != WAKE)
+                .map(|e| {
+                    (
+                        e.token().0,
+                        e.is_readable() || e.is_read_closed() || e.is_error(),
+                        e.is_writable(),
+                    )
+                })
+                .collect();
+            for (key, readable, writable) in ready {
+                self.on_ready(key, readable, writable);
+            }
+            let now = Instant::now();
+            if self.client.poll_timeout().is_some_and(|t| t <= now) {
+                self.client.handle_timeout(now);
+            }
+        }
+    }
+
+    fn send(&mut self, command: redis_lite::Cmd, why: Pending) {
+        let id = self.client.send(command, Instant::now());
+        self.pending.insert(id, why);
+    }
+
+    // ----- from the cores ----------------------------------------------------
+
+    fn drain_inbox(&mut self) {
+        while let Ok(control) = self.inbox.control.try_recv() {
+            self.on_control(control);
+        }
+        while let Ok(forward) = self.inbox.forwards.try_recv() {
+            self.on_forward(forward);
+        }
+    }
+
+    fn on_control(&mut self, control: Control) {
+        let now = Instant::now();
+        match control {
+            Control::UserOnline(user) => {
+                self.register_user(&user);
+                // Other servers' caches must learn about this server.
+                let publish = cmd(self.publish).arg("routes").arg(&*user);
+                self.send(publish, Pending::Ignore);
+            }
+            Control::UserOffline(user) => {
+                let id = &*self.server_id;
+                let srem = cmd("SREM").arg(key("user_servers:", &user)).arg(id);
+                let back = cmd("SREM").arg(key("server_users:", id)).arg(&*user);
+                self.send(srem, Pending::Ignore);
+                self.send(back, Pending::Ignore);
+            }
+            Control::TopicWanted(topic) => {
+                let channel = Bytes::from(key("topic:", &topic));
+                self.client.subscribe(self.sub_kind, [channel], now);
+            }
+            Control::TopicUnwanted(topic) => {
+                let channel = Bytes::from(key("topic:", &topic));
+                self.client.unsubscribe(self.sub_kind, [channel], now);
+            }
+            Control::Shutdown => {
+                // The cores are stopped: their last connections' SREMs are
+                // queued ahead of this. Remove the server itself.
+                let id = &*self.server_id;
+                let zrem = cmd("ZREM").arg("servers").arg(id);
+                let del = cmd("DEL").arg(key("server_users:", id));
+                self.send(zrem, Pending::Ignore);
+                self.send(del, Pending::Ignore);
+                self.stopping = Some(Instant::now() + SHUTDOWN_GRACE);
+            }
+        }
+    }
+
+    fn register_user(&mut self, user: &str) {
+        let id = &*self.server_id;
+        let route = key("user_servers:", user);
+        let sadd = cmd("SADD").arg(&route[..]).arg(id);
+        let expire = cmd("EXPIRE").arg(&route[..]).arg(self.route_ttl_secs);
+        let back = cmd("SADD").arg(key("server_users:", id)).arg(user);
+        self.send(sadd, Pending::Ignore);
+        self.send(expire, Pending::Ignore);
+        self.send(back, Pending::Ignore);
+    }
+
+    fn on_forward(&mut self, forward: Forward) {
+        match &forward.audience {
+            Audience::User(user) => {
+                if let Some(waiting) = self.lookups.get_mut(user) {
+                    waiting.push(forward);
+                    return;
+                }
+                match self.cache.get(user, Instant::now()) {
+                    Some(servers) => self.publish_to_servers(forward, &servers),
+                    None => {
+                        let user = user.clone();
+                        let lookup = cmd("SMEMBERS").arg(key("user_servers:", &user));
+                        self.send(lookup, Pending::Lookup(user.clone()));
+                        self.lookups.insert(user, vec![forward]);
+                    }
+                }
+            }
+            Audience::Topic(topic) => {
+                let channel = key("topic:", topic);
+                let payload = wire::encode(
+                    &self.server_id,
+                    wire::Audience::Topic(topic),
+                    &forward.frame,
+                );
+                let group = self.group(forward.reply, 1);
+                let publish = cmd(self.publish).arg(channel).arg(&payload[..]);
+                self.send(publish, Pending::Publish { group });
+            }
+            Audience::Everyone => {
+                let payload =
+                    wire::encode(&self.server_id, wire::Audience::Everyone, &forward.frame);
+                let group = self.group(forward.reply, 1);
+                let publish = cmd(self.publish).arg("broadcast").arg(&payload[..]);
+                self.send(publish, Pending::Publish { group });
+            }
+        }
+    }
+
+    /// Publishes a user's message to every other server holding the user.
+    fn publish_to_servers(&mut self, forward: Forward, servers: &[Box<str>]) {
+        let Audience::User(user) = &forward.audience else {
+            return;
+        };
+        let others: Vec<&Box<str>> = servers.iter().filter(|s| **s != self.server_id).collect();
+        if others.is_empty() {
+            if let Some(reply) = forward.reply {
+                self.tell(reply, true);
+            }
+            return;
+        }
+        let payload = wire::encode(&self.server_id, wire::Audience::User(user), &forward.frame);
+        let group = self.group(forward.reply, others.len() as u32);
+        for server in others {
+            let publish = cmd(self.publish)
+                .arg(key("server:", server))
+                .arg(&payload[..]);
+            let why = Pending::ToServer {
+                group,
+                user: user.clone(),
+                server: server.clone(),
+            };
+            self.send(publish, why);
+        }
+    }
+
+    fn group(&mut self, reply: Option<ReplyTo>, parts: u32) -> Option<usize> {
+        reply.map(|reply| {
+            self.groups.insert(Group {
+                reply,
+                remaining: parts,
+                failed: false,
+            })
+        })
+    }
+
+    fn part_done(&mut self, group: Option<usize>, ok: bool) {
+        let Some(key) = group else {
+            if !ok {
+                self.count_failure();
+            }
+            return;
+        };
+        let Some(g) = self.groups.get_mut(key) else {
+            return;
+        };
+        g.remaining -= 1;
+        g.failed |= !ok;
+        if g.remaining == 0 {
+            let g = self.groups.remove(key);
+            self.tell(g.reply, !g.failed);
+        }
+    }
+
+    /// Tells a sender's core how its forward went.
+    fn tell(&mut self, reply: ReplyTo, ok: bool) {
+        if !ok {
+            self.count_failure();
+        }
+        if ok && reply.id.is_none() {
+            return;
+        }
+        let core = reply.conn.core;
+        let _ = self.poster.post(core, Post::Outcome { reply, ok });
+    }
+
+    fn count_failure(&self) {
+        Counters::add(&self.node.relay_counters().remote_failures, 1);
+    }
+
+    // ----- replies and messages ---------------------------------------------
+
+    fn on_reply(&mut self, id: RequestId, result: Result<Value, redis_lite::Error>) {
+        let Some(why) = self.pending.remove(&id) else {
+            return;
+        };
+        match why {
+            Pending::Ignore => {
+                if let Err(e) = result {
+                    debug!("redis command failed: {e}");
+                    self.registered = false;
+                }
+            }
+            Pending::Lookup(user) => {
+                let waiting = self.lookups.remove(&user).unwrap_or_default();
+                match result {
+                    Ok(value) => {
+                        let servers: Vec<Box<str>> = value
+                            .as_array()
+                            .unwrap_or_default()
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .map(Into::into)
+                            .collect();
+                        let servers = self.cache.insert(&user, servers, Instant::now());
+                        for forward in waiting {
+                            self.publish_to_servers(forward, &servers);
+                        }
+                    }
+                    Err(e) => {
+                        debug!("route lookup for a user failed: {e}");
+                        for forward in waiting {
+                            if let Some(reply) = forward.reply {
+                                self.tell(reply, false);
+                            } else {
+                                self.count_failure();
+                            }
+                        }
+                    }
+                }
+            }
+            Pending::ToServer {
+                group,
+                user,
+                server,
+            } => {
+                // Nobody listens on the server's channel: it is gone (or
+                // reconnecting). Its users can't be reached there; stop
+                // routing to it until the routes say otherwise.
+                if matches!(result, Ok(Value::Int(0))) {
+                    self.cache.invalidate(&user);
+                    debug!(
+                        "server {server} did not receive a message: route dropped from the cache"
+                    );
+                }
+                self.part_done(group, result.is_ok());
+            }
+            Pending::Publish { group } => self.part_done(group, result.is_ok()),
+            Pending::DeadServers => {
+                let Ok(value) = result else { return };
+                let dead: Vec<Box<str>> = value
+                    .as_array()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .filter(|s| **s != *self.server_id)
+                    .map(Into::into)
+                    .collect();
+                for server in dead {
+                    self.cache.forget_server(&server);
+                    let members = cmd("SMEMBERS").arg(key("server_users:", &server));
+                    self.send(members, Pending::DeadUsers(server));
+                }
+            }
+            Pending::DeadUsers(server) => {
+                let Ok(value) = result else { return };
+                let users = value.as_array().unwrap_or_default();
+                for user in users.iter().filter_map(Value::as_str) {
+                    let srem = cmd("SREM").arg(key("user_servers:", user)).arg(&*server);
+                    self.send(srem, Pending::Ignore);
+                }
+                let del = cmd("DEL").arg(key("server_users:", &server));
+                let zrem = cmd("ZREM").arg("servers").arg(&*server);
+                self.send(del, Pending::Ignore);
+                self.send(zrem, Pending::Ignore);
+                info!(server = %server, routes = users.len(), "pruned a server that stopped heartbeating");
+            }
+        }
+    }
+
+    fn on_message(&mut self, channel: &[u8], payload: Bytes) {
+        if channel == b"routes" {
+            if let Ok(user) = std::str::from_utf8(&payload) {
+                self.cache.invalidate(user);
+            }
+            return;
+        }
+        let relayed = match wire::decode(&payload) {
+            Ok(r) => r,
+            Err(e) => {
+                debug!("ignored a foreign message on our channels: {e}");
+                return;
+            }
+        };
+        if relayed.origin == &*self.server_id {
+            // Our own publish, echoed back on a topic we also subscribe to:
+            // its local recipients already have it.
+            return;
+        }
+        let presence = &self.node.presence;
+        let cores = self.poster.cores();
+        let (target, holders) = match relayed.audience {
+            wire::Audience::User(u) => (Target::User(u.into()), presence.users.cores(u)),
+            wire::Audience::Topic(t) => (Target::Topic(t.into()), presence.topics.cores(t)),
+            wire::Audience::Everyone => (Target::Everyone, CoreSet::all(cores)),
+        };
+        let frame = SharedFrame::text(relayed.frame);
+        for core in holders.iter() {
+            let post = Post::Deliver {
+                target: target.clone(),
+                frame: frame.clone(),
+            };
+            if self.poster.post(core, post).is_err() {
+                Counters::add(&self.node.relay_counters().mailbox_full, 1);
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::Reply { id, result } => self.on_reply(id, result),
+            Event::Message(m) => self.on_message(&m.channel, m.payload),
+            Event::Connected { addr, pubsub } => {
+                self.down.remove(&(addr, pubsub));
+                self.update_ready();
+            }
+            Event::Disconnected {
+                addr,
+                pubsub,
+                error,
+            } => {
+                if self.down.insert((addr.clone(), pubsub)) {
+                    warn!("lost Redis node {addr}: {error}; reconnecting");
+                }
+                self.registered = false;
+                self.update_ready();
+            }
+            Event::SlotMapUpdated { .. } => {
+                let masters: HashSet<String> = self.client.masters().into_iter().collect();
+                self.down.retain(|(a, _)| masters.contains(a));
+                self.update_ready();
+            }
+            Event::MessagesMayBeLost {
+                channels, reason, ..
+            } => {
+                debug!("{} subscriptions interrupted: {reason}", channels.len());
+            }
+            Event::SubscribeFailed { channel, error, .. } => {
+                warn!(
+                    "subscribing to {} failed: {error}",
+                    String::from_utf8_lossy(&channel)
+                );
+            }
+            Event::Subscribed { .. } | Event::Push { .. } => {}
+        }
+    }
+
+    /// Publishes readiness; after (re)connecting, puts this server's
+    /// routes and heartbeat back, since Redis may have lost them.
+    fn update_ready(&mut self) {
+        let ready = self.client.is_ready() && self.down.is_empty();
+        let was = self.inbox.ready.swap(ready, Ordering::Relaxed);
+        if ready && !was {
+            info!("Redis reachable");
+        }
+        if ready && !self.registered && self.stopping.is_none() {
+            self.registered = true;
+            self.cache.clear();
+            let users = self.node.presence.users.names();
+            for user in &users {
+                self.register_user(user);
+            }
+            self.beat();
+            if !users.is_empty() {
+                info!(users = users.len(), "re-registered routes in Redis");
+            }
+        }
+    }
+
+    // ----- timers -------------------------------------------------------------
+
+    fn timers(&mut self) {
+        let now = Instant::now();
+        if now < self.next_beat || self.stopping.is_some() {
+            return;
+        }
+        self.next_beat = now + self.heartbeat;
+        self.beat();
+        let silent = now_ms().saturating_sub(3 * self.heartbeat.as_millis() as u64);
+        let scan = cmd("ZRANGEBYSCORE").arg("servers").arg("-inf").arg(silent);
+        self.send(scan, Pending::DeadServers);
+        self.beats += 1;
+        if self.beats.is_multiple_of(TTL_REFRESH_EVERY) {
+            let ttl = self.route_ttl_secs;
+            for user in self.node.presence.users.names() {
+                let expire = cmd("EXPIRE").arg(key("user_servers:", &user)).arg(ttl);
+                self.send(expire, Pending::Ignore);
+            }
+        }
+    }
+
+    fn beat(&mut self) {
+        let zadd = cmd("ZADD")
+            .arg("servers")
+            .arg(now_ms())
+            .arg(&*self.server_id);
+        self.send(zadd, Pending::Ignore);
+    }
+
+    // ----- sockets --------------------------------------------------------------
+
+    /// Carries out the client's actions, writes its output and handles its
+    /// events until it has nothing more to say.
+    fn carry_out(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(action) = self.client.poll_action() {
+                progressed = true;
+                match action {
+                    Action::Connect { conn, addr } => self.open_socket(conn, &addr),
+                    Action::Close { conn } => {
+                        if let Some(key) = self.by_conn.remove(&conn)
+                            && let Some(mut socket) = self.sockets.try_remove(key)
+                        {
+                            let _ = self.poll.registry().deregister(&mut socket.stream);
+                        }
+                    }
+                }
+            }
+            let mut touched = Vec::new();
+            while let Some((conn, bytes)) = self.client.poll_transmit() {
+                progressed = true;
+                if let Some(&key) = self.by_conn.get(&conn) {
+                    self.sockets[key].out.push_back(bytes);
+                    touched.push(key);
+                }
+            }
+            for key in touched {
+                self.write_out(key);
+            }
+            while let Some(event) = self.client.poll_event() {
+                progressed = true;
+                self.on_event(event);
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    fn open_socket(&mut self, conn: redis_lite::ConnId, addr: &str) {
+        let now = Instant::now();
+        let resolved = addr.to_socket_addrs().map(|mut a| a.next());
+        let stream = match resolved {
+            Ok(Some(sa)) => TcpStream::connect(sa),
+            Ok(None) => Err(io::Error::new(io::ErrorKind::NotFound, "no address")),
+            Err(e) => Err(e),
+        };
+        let mut stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                let reason = format!("cannot connect to {addr}: {e}");
+                return self.client.handle_disconnected(conn, &reason, now);
+            }
+        };
+        let entry = self.sockets.vacant_entry();
+        let key = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(key),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            let reason = format!("cannot poll a socket: {e}");
+            return self.client.handle_disconnected(conn, &reason, now);
+        }
+        entry.insert(Socket {
+            conn,
+            stream,
+            connected: false,
+            out: VecDeque::new(),
+        });
+        self.by_conn.insert(conn, key);
+    }
+
+    fn on_ready(&mut self, key: usize, readable: bool, writable: bool) {
+        let Some(socket) = self.sockets.get_mut(key) else {
+            return;
+        };
+        let conn = socket.conn;
+        if !socket.connected {
+            match socket.stream.take_error() {
+                Ok(Some(e)) | Err(e) => return self.fail(key, &format!("connect failed: {e}")),
+                Ok(None) => {}
+            }
+            match socket.stream.peer_addr() {
+                Ok(_) => {
+                    socket.connected = true;
+                    let _ = socket.stream.set_nodelay(true);
+                    self.client.handle_connected(conn, Instant::now());
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
+                Err(e) => return self.fail(key, &format!("connect failed: {e}")),
+            }
+            self.carry_out();
+        }
+        if writable {
+            self.write_out(key);
+        }
+        if readable {
+            self.read_in(key);
+        }
+        self.carry_out();
+    }
+
+    fn read_in(&mut self, key: usize) {
+        loop {
+            let Some(socket) = self.sockets.get_mut(key) else {
+                return;
+            };
+            let conn = socket.conn;
+            match socket.stream.read(&mut self.read_buf) {
+                Ok(0) => return self.fail(key, "Redis closed the connection"),
+                Ok(n) => {
+                    self.client
+                        .handle_input(conn, &self.read_buf[..n], Instant::now());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.fail(key, &format!("read failed: {e}")),
+            }
+        }
+    }
+
+    fn write_out(&mut self, key: usize) {
+        let Some(socket) = self.sockets.get_mut(key) else {
+            return;
+        };
+        if !socket.connected {
+            return;
+        }
+        while let Some(front) = socket.out.front_mut() {
+            match socket.stream.write(front) {
+                Ok(n) if n == front.len() => {
+                    socket.out.pop_front();
+                }
+                Ok(n) => bytes::Buf::advance(front, n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return self.fail(key, &format!("write failed: {e}")),
+            }
+        }
+    }
+
+    fn fail(&mut self, key: usize, reason: &str) {
+        let Some(mut socket) = self.sockets.try_remove(key) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut socket.stream);
+        self.by_conn.remove(&socket.conn);
+        self.client
+            .handle_disconnected(socket.conn, reason, Instant::now());
+    }
+}
