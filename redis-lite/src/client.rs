@@ -85,6 +85,8 @@ struct Node {
 #[derive(Debug, Default)]
 struct Refresh {
     in_flight: bool,
+    /// A refresh found no connection up: the first one to come up asks.
+    waiting_for_link: bool,
     again: bool,
     last: Option<Instant>,
     scheduled: Option<Instant>,
@@ -588,7 +590,7 @@ impl Client {
                 if pubsub {
                     self.reconcile_all(now);
                 } else if self.config.cluster
-                    && (self.topology.is_none() || self.refresh.scheduled.is_some())
+                    && (self.topology.is_none() || self.refresh.waiting_for_link)
                     && !self.refresh.in_flight
                 {
                     self.start_refresh(now);

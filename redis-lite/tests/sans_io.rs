@@ -434,8 +434,14 @@ fn cluster_client_loads_the_map_then_follows_moved_and_ask() {
     assert!(to_new[0].1.contains("GET"));
     assert_eq!(h.client.node_for_key(b"foo"), Some("10.0.0.2:7001"));
     assert!(
-        tx.iter().any(|(c, t)| *c == seed && t.contains("SHARDS")),
-        "and a map refresh"
+        !tx.iter().any(|(_, t)| t.contains("SHARDS")),
+        "the map was loaded a moment ago: the refresh waits"
+    );
+    let interval = h.client.config().min_refresh_interval;
+    assert_eq!(
+        h.client.poll_timeout(),
+        Some(now + interval),
+        "a refresh is scheduled"
     );
     h.client.handle_input(conns[0].0, b"$3\r\nbar\r\n", now);
     let evs = h.events();
@@ -444,8 +450,6 @@ fn cluster_client_loads_the_map_then_follows_moved_and_ask() {
     // ASK: ASKING then the command on the target, the map untouched.
     let id = h.client.send(cmd("GET").arg("bar"), now);
     let _ = h.transmits();
-    h.client
-        .handle_input(seed, shards_reply("", 7000).as_bytes(), now); // the refresh reply
     h.client
         .handle_input(seed, b"-ASK 5061 10.0.0.3:7002\r\n", now);
     let conns = h.connect_all();
@@ -528,5 +532,159 @@ fn reconnects_with_backoff_from_the_drivers_clock() {
     assert!(
         matches!(client.poll_action(), Some(Action::Connect { .. })),
         "reconnects when the backoff ends"
+    );
+}
+
+fn count(tx: &[(redis_lite::ConnId, String)], needle: &str) -> usize {
+    tx.iter().map(|(_, t)| t.matches(needle).count()).sum()
+}
+
+#[test]
+fn cluster_refreshes_are_coalesced_and_rate_limited() {
+    let mut h = Harness::cluster();
+    let t0 = h.now;
+    let seed = h.connect_all()[0].0;
+    let ids: Vec<_> = (0..10)
+        .map(|i| h.client.send(cmd("GET").arg(format!("k{i}")), t0))
+        .collect();
+    assert_eq!(
+        count(&h.transmits(), "SHARDS"),
+        1,
+        "one map request however many commands wait"
+    );
+    h.client
+        .handle_input(seed, shards_reply("", 7000).as_bytes(), t0);
+    assert_eq!(count(&h.transmits(), "$3\r\nGET"), 10);
+    // Ten MOVED answers in one burst: the map is patched at once, and one
+    // refresh follows after the minimum interval.
+    let moved: String = (0..10)
+        .map(|i| {
+            format!(
+                "-MOVED {} 10.0.0.2:7001\r\n",
+                redis_lite::key_slot(format!("k{i}").as_bytes())
+            )
+        })
+        .collect();
+    h.client.handle_input(seed, moved.as_bytes(), t0);
+    let new = h.connect_all();
+    assert_eq!(new.len(), 1, "one connection to the new owner");
+    let tx = h.transmits();
+    assert_eq!(count(&tx, "$3\r\nGET"), 10, "all ten retried there");
+    assert_eq!(
+        count(&tx, "SHARDS"),
+        0,
+        "no refresh before the minimum interval"
+    );
+    let interval = h.client.config().min_refresh_interval;
+    assert_eq!(h.client.poll_timeout(), Some(t0 + interval));
+    h.client.handle_timeout(t0 + interval);
+    assert_eq!(count(&h.transmits(), "SHARDS"), 1);
+    h.client.handle_timeout(t0 + interval * 3);
+    assert_eq!(
+        count(&h.transmits(), "SHARDS"),
+        0,
+        "none while one is in flight"
+    );
+    let replies: String = (0..10).map(|i| format!("$1\r\n{i}\r\n")).collect();
+    h.client
+        .handle_input(new[0].0, replies.as_bytes(), t0 + interval);
+    let answered = h
+        .events()
+        .iter()
+        .filter(|e| matches!(e, Event::Reply { result: Ok(_), .. }))
+        .count();
+    assert_eq!(answered, ids.len());
+}
+
+#[test]
+fn a_sharded_subscription_follows_its_slot() {
+    let mut h = Harness::cluster();
+    let now = h.now;
+    let seed = h.connect_all()[0].0;
+    let id = h.client.send(cmd("PING"), now);
+    let _ = h.transmits();
+    h.client
+        .handle_input(seed, shards_reply("", 7000).as_bytes(), now);
+    let _ = h.transmits();
+    h.client.handle_input(seed, b"+PONG\r\n", now);
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| matches!(e, Event::Reply { id: i, .. } if *i == id))
+    );
+
+    // The subscription goes on a dedicated connection to the slot's master.
+    h.client
+        .subscribe(SubKind::Shard, [Bytes::from_static(b"server:1")], now);
+    let sub_a = h.connect_all();
+    assert_eq!(sub_a[0].1, "10.0.0.1:7000");
+    let tx = h.transmits();
+    assert!(
+        tx.iter()
+            .any(|(c, t)| *c == sub_a[0].0 && t.contains("SSUBSCRIBE") && t.contains("server:1"))
+    );
+    h.client.handle_input(
+        sub_a[0].0,
+        b"*3\r\n$10\r\nssubscribe\r\n$8\r\nserver:1\r\n:1\r\n",
+        now,
+    );
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| matches!(e, Event::Subscribed { .. }))
+    );
+    assert!(h.client.is_subscribed(SubKind::Shard, b"server:1"));
+
+    // The slot migrates: the old owner drops the subscription unasked.
+    h.client.handle_input(
+        sub_a[0].0,
+        b"*3\r\n$12\r\nsunsubscribe\r\n$8\r\nserver:1\r\n:0\r\n",
+        now,
+    );
+    let events = h.events();
+    assert!(
+        events.iter().any(|e| matches!(e, Event::MessagesMayBeLost { channels, .. } if channels[..] == [Bytes::from_static(b"server:1")])),
+        "{events:?}"
+    );
+    // Replayed at once on the node the map names; that node redirects.
+    let tx = h.transmits();
+    assert!(
+        tx.iter()
+            .any(|(c, t)| *c == sub_a[0].0 && t.contains("SSUBSCRIBE")),
+        "{tx:?}"
+    );
+    let slot = redis_lite::key_slot(b"server:1");
+    h.client.handle_input(
+        sub_a[0].0,
+        format!("-MOVED {slot} 10.0.0.2:7001\r\n").as_bytes(),
+        now,
+    );
+    let sub_b = h.connect_all();
+    assert_eq!(sub_b[0].1, "10.0.0.2:7001");
+    let tx = h.transmits();
+    assert!(
+        tx.iter()
+            .any(|(c, t)| *c == sub_b[0].0 && t.contains("SSUBSCRIBE") && t.contains("server:1"))
+    );
+    h.client.handle_input(
+        sub_b[0].0,
+        b"*3\r\n$10\r\nssubscribe\r\n$8\r\nserver:1\r\n:1\r\n",
+        now,
+    );
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| matches!(e, Event::Subscribed { .. }))
+    );
+    // Messages on the new owner reach the caller.
+    h.client.handle_input(
+        sub_b[0].0,
+        b"*3\r\n$8\r\nsmessage\r\n$8\r\nserver:1\r\n$2\r\nhi\r\n",
+        now,
+    );
+    assert!(
+        h.events()
+            .iter()
+            .any(|e| matches!(e, Event::Message(m) if &m.payload[..] == b"hi"))
     );
 }

@@ -250,20 +250,24 @@ fn reconnects_and_resubscribes_after_kill_and_restart() {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    // The subscription was replayed on the new connection.
-    let mut publisher = BlockingClient::connect(config(&server, true)).unwrap();
+    // The subscription is replayed on the new connection (a blocking
+    // client makes progress while it is called: wait on it).
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while publisher
-        .query(cmd("PUBLISH").arg("alerts").arg("back"))
-        .unwrap()
-        != Value::Int(1)
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the subscription was not replayed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match client.next_event(left) {
+            Some(Event::Subscribed { channel, .. }) if &channel[..] == b"alerts" => break,
+            Some(_) => {}
+            None => panic!("the subscription was not replayed within 10 s"),
+        }
     }
+    let mut publisher = BlockingClient::connect(config(&server, true)).unwrap();
+    assert_eq!(
+        publisher
+            .query(cmd("PUBLISH").arg("alerts").arg("back"))
+            .unwrap(),
+        Value::Int(1)
+    );
     assert_eq!(messages(&mut client, 1)[0].2, "back");
 }
 

@@ -48,6 +48,7 @@ impl Client {
             // Nothing is up: reconnect seeds and masters; the first to come
             // up asks (see `ConnEvent::Ready`).
             self.refresh.scheduled = Some(now + self.config.min_refresh_interval);
+            self.refresh.waiting_for_link = true;
             let mut addrs = self.config.seeds.clone();
             addrs.extend(self.masters());
             for addr in addrs {
@@ -57,6 +58,7 @@ impl Client {
             }
             return;
         }
+        self.refresh.waiting_for_link = false;
         let link = ready[self.rng.below(ready.len() as u64) as usize];
         self.refresh.in_flight = true;
         self.refresh.last = Some(now);
