@@ -5,7 +5,7 @@ use std::borrow::Cow;
 
 use crate::close::{CloseCode, parse_close_payload};
 use crate::error::ProtocolError;
-use crate::frame::{Frame, HeaderStatus, Limits, Opcode, Role, parse_header};
+use crate::frame::{Frame, FrameHead, HeaderStatus, Limits, Opcode, Role, parse_header};
 use crate::mask::apply_mask_at;
 use crate::utf8::{Utf8Validator, validate_utf8};
 
@@ -232,7 +232,7 @@ impl MessageAssembler {
         self.check_header(head.opcode, head.rsv1, header.payload_len, limits)?;
         let frame_len = header.len + header.payload_len;
         if buf.len() < frame_len {
-            self.advance_partial(&mut buf[header.len..], head.opcode, header.mask)?;
+            self.advance_partial(&mut buf[header.len..], head, header.mask)?;
             return Ok(Decoded::Incomplete {
                 needed: frame_len - buf.len(),
             });
@@ -262,11 +262,12 @@ impl MessageAssembler {
     fn advance_partial(
         &mut self,
         partial: &mut [u8],
-        opcode: Opcode,
+        head: FrameHead,
         mask: Option<[u8; 4]>,
     ) -> Result<(), ProtocolError> {
-        let start_state = match (opcode, &self.fragmented) {
-            (Opcode::Text, None) => Utf8Validator::new(),
+        let start_state = match (head.opcode, &self.fragmented) {
+            // Compressed text is checked once inflated, by the caller.
+            (Opcode::Text, None) if !head.rsv1 => Utf8Validator::new(),
             (Opcode::Continuation, Some(f)) if f.kind == Kind::Text => f.utf8,
             // Only text has anything to check before the frame is whole.
             _ => return Ok(()),
@@ -489,6 +490,32 @@ mod tests {
             decode(&mut a, &mut buf, &limits).unwrap_err(),
             ProtocolError::InvalidUtf8
         );
+    }
+
+    #[test]
+    fn decode_leaves_compressed_text_to_the_inflater() {
+        // Deflate output is not UTF-8; a compressed text frame still arriving
+        // must not be checked as text.
+        let head = crate::FrameHead {
+            rsv1: true,
+            ..crate::FrameHead::new(Opcode::Text)
+        };
+        let wire = masked(head, b"\xF2\x48\xCD\xC9\xC9\x07\x00");
+        let mut a = MessageAssembler::new();
+        let mut buf = wire[..8].to_vec();
+        let limits = Limits::default();
+        assert!(matches!(
+            a.decode(&mut buf, Role::Server, &limits, true),
+            Ok(Decoded::Incomplete { needed: 5 })
+        ));
+        buf.extend_from_slice(&wire[8..]);
+        assert!(matches!(
+            a.decode(&mut buf, Role::Server, &limits, true),
+            Ok(Decoded::Frame {
+                message: Some(Message::Compressed { text: true, .. }),
+                ..
+            })
+        ));
     }
 
     #[test]
