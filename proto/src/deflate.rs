@@ -198,9 +198,11 @@ pub struct Inflater {
     context_takeover: bool,
 }
 
-/// Output is grown in steps of at most this much, so a tiny message does not
-/// zero a large buffer.
-const INFLATE_STEP: usize = 16 * 1024;
+/// Output room is zeroed before zlib writes into it, so it is handed out as
+/// needed: first a guess from the input (JSON inflates about fourfold), then
+/// doubling up to the maximum step.
+const MIN_INFLATE_STEP: usize = 256;
+const MAX_INFLATE_STEP: usize = 64 * 1024;
 
 impl Inflater {
     /// A decompressor that keeps its window between messages only if
@@ -244,6 +246,10 @@ impl Inflater {
         start: usize,
         limit: usize,
     ) -> Result<(), InflateError> {
+        let mut step = compressed
+            .len()
+            .saturating_mul(4)
+            .clamp(MIN_INFLATE_STEP, MAX_INFLATE_STEP);
         for (input, flush) in [
             (compressed, FlushDecompress::None),
             (&SYNC_TAIL[..], FlushDecompress::Sync),
@@ -253,9 +259,7 @@ impl Inflater {
                 let produced = out.len() - start;
                 // One byte of room past the limit tells "exactly at the
                 // limit" from "over it".
-                let room = (limit - produced)
-                    .saturating_add(1)
-                    .min(INFLATE_STEP.max(input.len().saturating_mul(4)));
+                let room = (limit - produced).saturating_add(1).min(step);
                 let filled = out.len();
                 reserve_capped(
                     out,
@@ -287,6 +291,9 @@ impl Inflater {
                         let output_full = wrote == room;
                         if consumed == input.len() && !output_full {
                             break;
+                        }
+                        if output_full {
+                            step = (step * 2).min(MAX_INFLATE_STEP);
                         }
                         if read == 0 && wrote == 0 {
                             // No progress with input and room left: the data
