@@ -19,7 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: pubsub [--port P] [--host IP] [--cores N] [--cpu-offset C] [--no-pin] [--no-deflate]"
+        "usage: pubsub [--port P] [--host IP] [--cores N] [--cpu-offset C] [--max-conns-per-core N] [--no-pin] [--no-deflate]"
     );
     ExitCode::from(2)
 }
@@ -46,6 +46,10 @@ fn main() -> ExitCode {
             },
             "--cpu-offset" => match value().and_then(|v| v.parse().ok()) {
                 Some(n) => config.cpu_offset = n,
+                None => return usage(),
+            },
+            "--max-conns-per-core" => match value().and_then(|v| v.parse().ok()) {
+                Some(n) => config.max_connections_per_core = n,
                 None => return usage(),
             },
             "--no-pin" => config.pin = false,
