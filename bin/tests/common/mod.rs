@@ -253,6 +253,35 @@ impl Client {
         }
     }
 
+    /// Asserts that no text frame arrives for `quiet` (a late duplicate
+    /// through another server would show up here).
+    pub fn expect_quiet(&mut self, quiet: Duration) {
+        self.ws
+            .get_ref()
+            .set_read_timeout(Some(quiet))
+            .expect("timeout");
+        let deadline = Instant::now() + quiet;
+        while Instant::now() < deadline {
+            match self.ws.read() {
+                Ok(Message::Text(text)) => panic!("unexpected frame: {text}"),
+                Ok(_) => {}
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
+                Err(e) => panic!("read failed: {e}"),
+            }
+        }
+        self.ws
+            .get_ref()
+            .set_read_timeout(Some(WAIT))
+            .expect("timeout");
+    }
+
     /// Reads until the server closes; returns the close code.
     pub fn recv_close(&mut self) -> Option<u16> {
         loop {

@@ -1,0 +1,270 @@
+//! Several real `ringhub` processes on one real standalone `redis-server`
+//! (started by ringhub-testkit on a free port): cross-server delivery
+//! exactly once, pruning of a killed server, a Redis restart in the middle
+//! of a conversation, and clean removal on SIGTERM.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, Ringhub, WAIT};
+use ringhub_testkit::{RedisServer, require_redis};
+use serde_json::{Value, json};
+
+/// How long a receiver must stay silent after its last expected message.
+const QUIET: Duration = Duration::from_millis(300);
+
+fn server(redis: &RedisServer, id: &str) -> Ringhub {
+    Ringhub::start(&[
+        "--redis",
+        &redis.url(),
+        "--server-id",
+        id,
+        "--heartbeat-secs",
+        "1",
+    ])
+}
+
+fn user(server: &Ringhub, name: &str) -> Client {
+    let mut c = server.connect(&format!("user={name}"), &[]);
+    let w = c.recv();
+    assert_eq!(w["type"], "welcome", "{w}");
+    c
+}
+
+/// Polls `check` until it holds, at most `WAIT`.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+fn members(redis: &RedisServer, key: &str) -> Vec<String> {
+    let mut m: Vec<String> = redis
+        .cli(&["SMEMBERS", key])
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    m.sort();
+    m
+}
+
+fn wait_route(redis: &RedisServer, user: &str, servers: &[&str]) {
+    let key = format!("user_servers:{user}");
+    eventually(&format!("{key} = {servers:?}"), || {
+        members(redis, &key) == servers
+    });
+}
+
+fn wait_subscribers(redis: &RedisServer, topic: &str, n: usize) {
+    let channel = format!("topic:{topic}");
+    eventually(&format!("{n} subscribers of {channel}"), || {
+        let out = redis.cli(&["PUBSUB", "NUMSUB", &channel]);
+        out.lines().nth(1).and_then(|l| l.trim().parse().ok()) == Some(n)
+    });
+}
+
+fn messages(got: &[Value]) -> Vec<&Value> {
+    got.iter().filter(|v| v["type"] == "message").collect()
+}
+
+#[test]
+fn two_servers_deliver_sends_and_publishes_exactly_once() {
+    require_redis();
+    let redis = RedisServer::start();
+    let a = server(&redis, "a");
+    let b = server(&redis, "b");
+    let mut alice = vec![
+        user(&a, "alice"),
+        user(&a, "alice"),
+        user(&b, "alice"),
+        user(&b, "alice"),
+    ];
+    let mut bob_a = user(&a, "bob");
+    let mut bob_b = user(&b, "bob");
+    wait_route(&redis, "alice", &["a", "b"]);
+
+    bob_a.send(json!({"type": "send", "to": "alice", "data": 1, "id": "x1"}));
+    assert_eq!(bob_a.recv(), json!({"type": "ack", "id": "x1"}));
+    bob_b.send(json!({"type": "send", "to": "alice", "data": 2, "id": "x2"}));
+    assert_eq!(bob_b.recv(), json!({"type": "ack", "id": "x2"}));
+    for c in &mut alice {
+        // Two messages, each once, whatever the order of arrival.
+        let mut got: Vec<Value> = (0..2).map(|_| c.recv()["data"].clone()).collect();
+        got.sort_by_key(|v| v.as_i64());
+        assert_eq!(got, vec![json!(1), json!(2)]);
+        c.expect_quiet(QUIET);
+    }
+    // bob's two connections are a user too: a send to bob reaches both.
+    alice[0].send(json!({"type": "send", "to": "bob", "data": "hi"}));
+    for c in [&mut bob_a, &mut bob_b] {
+        assert_eq!(c.recv()["data"], "hi");
+    }
+
+    // Topics: subscribers on both servers, the publisher subscribed too.
+    for c in alice.iter_mut().chain([&mut bob_b]) {
+        c.send(json!({"type": "subscribe", "topic": "room"}));
+        c.sync();
+    }
+    wait_subscribers(&redis, "room", 2);
+    bob_b.send(json!({"type": "publish", "topic": "room", "data": "t", "id": 9}));
+    // The ack comes once Redis took the publish; the local copy before it.
+    let mut got = Vec::new();
+    while got.last() != Some(&json!({"type": "ack", "id": 9})) {
+        got.push(bob_b.recv());
+    }
+    got.extend(bob_b.sync());
+    let echoes = messages(&got).len();
+    assert_eq!(echoes, 1, "the publisher's echo is not doubled: {got:?}");
+    for c in &mut alice {
+        // From the other server it may arrive after a local pong: wait.
+        assert_eq!(c.recv()["topic"], "room");
+        c.expect_quiet(QUIET);
+    }
+    assert!(bob_a.sync().is_empty(), "not subscribed");
+}
+
+#[test]
+fn three_servers_and_the_publish_api() {
+    require_redis();
+    let redis = RedisServer::start();
+    let servers: Vec<Ringhub> = ["s1", "s2", "s3"]
+        .iter()
+        .map(|id| {
+            Ringhub::start(&[
+                "--redis",
+                &redis.url(),
+                "--server-id",
+                id,
+                "--heartbeat-secs",
+                "1",
+                "--api-key",
+                "k-0123456789",
+            ])
+        })
+        .collect();
+    let mut alice: Vec<Client> = servers.iter().map(|s| user(s, "alice")).collect();
+    wait_route(&redis, "alice", &["s1", "s2", "s3"]);
+    let mut bob = user(&servers[1], "bob");
+    for i in 0..5 {
+        bob.send(json!({"type": "send", "to": "alice", "data": i, "id": i}));
+        assert_eq!(bob.recv()["type"], "ack");
+    }
+    for c in &mut alice {
+        let got: Vec<Value> = (0..5).map(|_| c.recv()["data"].clone()).collect();
+        let mut sorted = got.clone();
+        sorted.sort_by_key(|v| v.as_i64());
+        assert_eq!(sorted, (0..5).map(|i| json!(i)).collect::<Vec<_>>());
+        c.expect_quiet(QUIET);
+    }
+    let auth = [("Authorization", "Bearer k-0123456789")];
+    let body = r#"{"type":"broadcast","data":"all","from":"ops"}"#;
+    assert_eq!(servers[2].http("POST", "/api/publish", &auth, body).0, 202);
+    for c in alice.iter_mut().chain([&mut bob]) {
+        let got = c.recv();
+        assert_eq!((&got["from"], &got["data"]), (&json!("ops"), &json!("all")));
+        c.expect_quiet(QUIET);
+    }
+}
+
+#[test]
+fn a_killed_server_is_pruned_and_its_users_reconnect_elsewhere() {
+    require_redis();
+    let redis = RedisServer::start();
+    let a = server(&redis, "a");
+    let mut b = server(&redis, "b");
+    let _alice_b = user(&b, "alice");
+    let mut bob = user(&a, "bob");
+    wait_route(&redis, "alice", &["b"]);
+    let status = std::process::Command::new("kill")
+        .args(["-KILL", &b.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    b.wait_exit();
+    // Pruned after three silent heartbeats (1 s each), by a survivor.
+    let killed = Instant::now();
+    wait_route(&redis, "alice", &[]);
+    eventually("b out of servers", || {
+        redis.cli(&["ZSCORE", "servers", "b"]).trim().is_empty()
+    });
+    assert!(
+        killed.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        killed.elapsed()
+    );
+    assert!(members(&redis, "server_users:b").is_empty());
+    // Sending to alice meanwhile is not an error: she is offline.
+    bob.send(json!({"type": "send", "to": "alice", "data": 0, "id": 1}));
+    assert_eq!(bob.recv()["type"], "ack");
+    // She reconnects to the survivor and is reachable again.
+    let mut alice = user(&a, "alice");
+    bob.send(json!({"type": "send", "to": "alice", "data": 1, "id": 2}));
+    assert_eq!(bob.recv()["type"], "ack");
+    assert_eq!(alice.recv()["data"], 1);
+}
+
+#[test]
+fn a_redis_restart_mid_conversation_is_survived() {
+    require_redis();
+    let mut redis = RedisServer::start();
+    let a = server(&redis, "a");
+    let b = server(&redis, "b");
+    let mut alice = user(&b, "alice");
+    let mut local = user(&a, "local");
+    let mut bob = user(&a, "bob");
+    wait_route(&redis, "alice", &["b"]);
+    bob.send(json!({"type": "send", "to": "alice", "data": "before"}));
+    assert_eq!(alice.recv()["data"], "before");
+
+    redis.kill();
+    eventually("a not ready", || a.http("GET", "/readyz", &[], "").0 == 503);
+    // Local delivery goes on; the remote part is reported, not dropped.
+    bob.send(json!({"type": "send", "to": "local", "data": "still here", "id": "l"}));
+    let got = bob.recv();
+    assert_eq!(
+        (&got["code"], &got["id"]),
+        (&json!("remote_unavailable"), &json!("l")),
+        "{got}"
+    );
+    assert_eq!(local.recv()["data"], "still here");
+
+    // Redis comes back empty: the servers re-register and resubscribe.
+    redis.restart();
+    eventually("a ready", || a.http("GET", "/readyz", &[], "").0 == 200);
+    eventually("b ready", || b.http("GET", "/readyz", &[], "").0 == 200);
+    wait_route(&redis, "alice", &["b"]);
+    eventually("b resubscribed", || {
+        redis
+            .cli(&["PUBSUB", "NUMSUB", "server:b"])
+            .lines()
+            .nth(1)
+            .map(str::trim)
+            == Some("1")
+    });
+    bob.send(json!({"type": "send", "to": "alice", "data": "after", "id": "z"}));
+    assert_eq!(bob.recv(), json!({"type": "ack", "id": "z"}));
+    assert_eq!(alice.recv()["data"], "after");
+}
+
+#[test]
+fn sigterm_removes_the_server_and_its_routes() {
+    require_redis();
+    let redis = RedisServer::start();
+    let mut a = server(&redis, "a");
+    let mut alice = user(&a, "alice");
+    wait_route(&redis, "alice", &["a"]);
+    eventually("a heartbeats", || {
+        !redis.cli(&["ZSCORE", "servers", "a"]).trim().is_empty()
+    });
+    a.terminate();
+    assert_eq!(alice.recv_close(), Some(1001));
+    assert!(a.wait_exit().success(), "{}", a.log());
+    assert!(members(&redis, "user_servers:alice").is_empty());
+    assert!(members(&redis, "server_users:a").is_empty());
+    assert!(redis.cli(&["ZSCORE", "servers", "a"]).trim().is_empty());
+}
