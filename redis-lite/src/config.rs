@@ -31,6 +31,10 @@ pub struct Config {
     /// subject to the request timeout: a half-open TCP connection (a
     /// subscriber that only listens) is noticed. `None` to disable.
     pub health_check_interval: Option<Duration>,
+    /// The largest reply buffered while it is incomplete; a peer that sends
+    /// more is cut off with a protocol error instead of growing memory.
+    /// Redis itself caps a bulk string at 512 MiB (`proto-max-bulk-len`).
+    pub max_reply_bytes: usize,
     /// First reconnect delay.
     pub backoff_base: Duration,
     /// Longest reconnect delay.
@@ -54,6 +58,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Some(Duration::from_secs(5)),
             health_check_interval: Some(Duration::from_secs(10)),
+            max_reply_bytes: 512 * 1024 * 1024 + 64 * 1024,
             backoff_base: Duration::from_millis(50),
             backoff_cap: Duration::from_secs(5),
             max_redirects: 5,

@@ -481,6 +481,11 @@ impl<T> Connection<T> {
         while self.state != State::Closed {
             match codec::decode(&mut self.input, self.protocol) {
                 Ok(Some(frame)) => self.handle_frame(frame),
+                Ok(None) if self.input.len() > self.config.max_reply_bytes => {
+                    let limit = self.config.max_reply_bytes;
+                    let detail = format!("a reply exceeds max_reply_bytes ({limit} bytes)");
+                    self.protocol_error(detail);
+                }
                 Ok(None) => break,
                 Err(detail) => {
                     let detail = format!("malformed reply: {detail}");

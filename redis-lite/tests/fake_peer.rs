@@ -67,6 +67,35 @@ fn a_truncated_reply_then_close_is_a_lost_connection() {
 }
 
 #[test]
+fn an_endless_reply_is_cut_off() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let _ = s.read(&mut buf);
+        s.write_all(b"%1\r\n$5\r\nproto\r\n:3\r\n").unwrap();
+        let _ = s.read(&mut buf);
+        // A bulk string that claims to be huge, then bytes until the client hangs up.
+        let _ = s.write_all(b"$999999999999\r\n");
+        let chunk = [b'x'; 64 * 1024];
+        while s.write_all(&chunk).is_ok() {}
+    });
+    let config = Config {
+        seeds: vec![addr],
+        max_reply_bytes: 1024 * 1024,
+        ..Config::default()
+    };
+    let err = BlockingClient::connect(config)
+        .unwrap()
+        .query(cmd("GET").arg("k"))
+        .unwrap_err();
+    assert!(matches!(err, Error::Protocol { .. }), "{err}");
+    assert!(err.to_string().contains("max_reply_bytes"), "{err}");
+    peer.join().unwrap();
+}
+
+#[test]
 fn a_silent_peer_times_out() {
     let (addr, peer) = fake_peer(b"", false);
     let err = client(&addr).query(cmd("GET").arg("k")).unwrap_err();
