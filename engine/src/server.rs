@@ -158,6 +158,9 @@ impl Server {
             let thread = std::thread::Builder::new()
                 .name(format!("ringhub-core-{i}"))
                 .spawn(move || {
+                    // Cores never take SIGTERM/SIGINT: they go to the thread
+                    // that waits for them (or to the application's own).
+                    block_termination_signals();
                     if config.pin {
                         pin_to((config.cpu_offset + i) % cpus);
                     }
@@ -252,9 +255,12 @@ impl Server {
 
     /// Runs until SIGTERM or SIGINT, then shuts down gracefully.
     ///
-    /// Blocks both signals in the calling thread (and so in threads it starts
-    /// later) and waits for them on a dedicated thread: call it from `main`.
+    /// Blocks both signals in the calling thread (the cores block them
+    /// already) and waits for them on a dedicated thread. Threads the
+    /// application started earlier must block them too
+    /// ([`block_termination_signals`] first thing in `main` does it).
     pub fn run_until_signal(self) -> Result<(), EngineError> {
+        block_termination_signals();
         let handle = self.shutdown_handle();
         std::thread::Builder::new()
             .name("ringhub-signals".into())
@@ -281,8 +287,8 @@ fn termination_set() -> libc::sigset_t {
 }
 
 /// Blocks SIGTERM and SIGINT in the calling thread, so they wait for
-/// [`wait_for_termination`] instead of killing the process. Call it before
-/// starting any thread (they inherit the mask).
+/// [`Server::run_until_signal`] instead of killing the process. Call it first
+/// in `main`, before starting any thread (threads inherit the mask).
 pub fn block_termination_signals() {
     let set = termination_set();
     // SAFETY: `set` is initialised; the old mask is not needed.
