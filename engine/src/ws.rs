@@ -5,9 +5,9 @@
 
 use bytes::Bytes;
 use ringhub_proto::{
-    CloseCode, ClosePayload, DeflateConfig, ErrorResponse, Frame, Message as WsMessage, Opcode,
-    Parsed, ParsedFrame, ProtocolError, Request, RequestError, RequestLimits, Response, Role,
-    StatusCode, WebSocketUpgrade, negotiate_deflate, parse_frame, parse_request, validate_utf8,
+    CloseCode, ClosePayload, Decoded, DeflateConfig, ErrorResponse, Message as WsMessage, Opcode,
+    Parsed, ProtocolError, Request, RequestError, RequestLimits, Response, Role, StatusCode,
+    WebSocketUpgrade, negotiate_deflate, parse_request, validate_utf8,
 };
 
 use crate::conn::{Phase, flag};
@@ -234,15 +234,26 @@ fn frames<H: Handler>(io: &mut Io<H>, handler: &mut H, index: u32, buf: &mut [u8
             return pos;
         }
         let deflate = c.has(flag::DEFLATE);
-        match parse_frame(&mut buf[pos..], Role::Server, &limits, deflate) {
+        let Some(c) = io.conns.get_mut(index as usize) else {
+            return buf.len();
+        };
+        // Parses, unmasks in place and checks text as it arrives, so bad
+        // UTF-8 fails in the read that brings it, not when the frame ends.
+        match c
+            .assembler
+            .decode(&mut buf[pos..], Role::Server, &limits, deflate)
+        {
             Err(e) => {
                 fail(io, index, Failure::from(e));
                 return buf.len();
             }
-            Ok(ParsedFrame::Incomplete { .. }) => return pos,
-            Ok(ParsedFrame::Complete { frame, consumed }) => {
+            // Kept as it is now (partly unmasked) for the next read.
+            Ok(Decoded::Incomplete { .. }) => return pos,
+            Ok(Decoded::Frame { message, consumed }) => {
                 pos += consumed;
-                if let Err(e) = on_frame(io, handler, index, frame) {
+                if let Some(message) = message
+                    && let Err(e) = on_message(io, handler, index, message)
+                {
                     fail(io, index, e);
                     return buf.len();
                 }
@@ -284,20 +295,18 @@ fn fail<H: Handler>(io: &mut Io<H>, index: u32, failure: Failure) {
     }
 }
 
-fn on_frame<H: Handler>(
+/// Acts on a whole message or control frame from the peer.
+fn on_message<H: Handler>(
     io: &mut Io<H>,
     handler: &mut H,
     index: u32,
-    frame: Frame<'_>,
+    message: WsMessage<'_>,
 ) -> Result<(), Failure> {
     let limits = io.config.limits;
-    let Some(c) = io.conns.get_mut(index as usize) else {
+    let Some(c) = io.conns.get(index as usize) else {
         return Ok(());
     };
     let closing = c.phase == Phase::Closing;
-    let Some(message) = c.assembler.push(frame, &limits)? else {
-        return Ok(());
-    };
     match message {
         WsMessage::Ping(payload) => {
             if !closing {
