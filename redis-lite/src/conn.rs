@@ -17,6 +17,7 @@ use crate::codec::{self, Frame, Protocol};
 use crate::config::Config;
 use crate::error::{Error, ServerError};
 use crate::pubsub_kind::{Message, SubKind};
+use crate::scan::{FrameScanner, Scan};
 use crate::value::Value;
 
 /// Something the connection tells its owner.
@@ -102,6 +103,8 @@ pub struct Connection<T> {
     held: BytesMut,
     /// Bytes received and not decoded yet (at most one partial frame).
     input: BytesMut,
+    /// How much of a partial aggregate in `input` is known well formed.
+    scanner: FrameScanner,
     handshake: VecDeque<Step>,
     pending: VecDeque<Pending<T>>,
     events: VecDeque<ConnEvent<T>>,
@@ -132,6 +135,7 @@ impl<T> Connection<T> {
             out: BytesMut::new(),
             held: BytesMut::new(),
             input: BytesMut::new(),
+            scanner: FrameScanner::default(),
             handshake: VecDeque::new(),
             pending: VecDeque::new(),
             events: VecDeque::new(),
@@ -479,8 +483,21 @@ impl<T> Connection<T> {
     /// Decodes every complete frame buffered.
     fn decode_input(&mut self) {
         while self.state != State::Closed {
+            // An aggregate is decoded once it is whole, not re-parsed from
+            // its start after every read.
+            let aggregate = matches!(self.input.first(), Some(b'*' | b'%' | b'~' | b'>' | b'|'));
+            if aggregate && self.scanner.scan(&self.input) == Scan::Incomplete {
+                if self.input.len() > self.config.max_reply_bytes {
+                    let limit = self.config.max_reply_bytes;
+                    self.protocol_error(format!("a reply exceeds max_reply_bytes ({limit} bytes)"));
+                }
+                break;
+            }
             match codec::decode(&mut self.input, self.protocol) {
-                Ok(Some(frame)) => self.handle_frame(frame),
+                Ok(Some(frame)) => {
+                    self.scanner.reset();
+                    self.handle_frame(frame);
+                }
                 Ok(None) if self.input.len() > self.config.max_reply_bytes => {
                     let limit = self.config.max_reply_bytes;
                     let detail = format!("a reply exceeds max_reply_bytes ({limit} bytes)");
