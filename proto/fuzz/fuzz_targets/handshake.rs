@@ -35,6 +35,12 @@ fuzz_target!(|data: &[u8]| {
                 let _ = request.keep_alive();
                 let _ = request.query_param_decoded("token");
                 let _ = request.bearer_token();
+                // Negotiation sees any extension header, valid upgrade or not.
+                if let Some(params) =
+                    negotiate_deflate(request.header_values("sec-websocket-extensions"), &config)
+                {
+                    assert!((9..=15).contains(&params.server_max_window_bits));
+                }
                 let mut out = Vec::new();
                 match WebSocketUpgrade::from_request(&request) {
                     Ok(upgrade) => {
