@@ -27,23 +27,38 @@ pub(crate) fn on_bytes<H: Handler>(io: &mut Io<H>, handler: &mut H, index: u32, 
         return;
     }
     if c.leftover.is_empty() {
-        let used = process(io, handler, index, data);
-        keep_leftover(io, index, &data[used..]);
+        let (used, needed) = process(io, handler, index, data);
+        keep_leftover(io, index, &data[used..], needed);
     } else {
         let mut buf = std::mem::take(&mut c.leftover);
         buf.extend_from_slice(data);
-        let used = process(io, handler, index, &mut buf);
+        let (used, needed) = process(io, handler, index, &mut buf);
         buf.drain(..used);
         if let Some(c) = io.conns.get_mut(index as usize)
             && c.phase != Phase::Gone
             && !buf.is_empty()
         {
+            size_for(&mut buf, needed);
             c.leftover = buf;
         }
     }
 }
 
-fn keep_leftover<H: Handler>(io: &mut Io<H>, index: u32, rest: &[u8]) {
+/// Sizes a leftover buffer for the `needed` bytes its frame still lacks,
+/// but never more than what has arrived (at least 64 KiB): a header alone
+/// must not make us reserve its claimed length. Drops a large buffer once a
+/// large frame is done.
+fn size_for(buf: &mut Vec<u8>, needed: usize) {
+    let needed = needed.min(buf.len().max(64 * 1024));
+    let want = buf.len() + needed;
+    if buf.capacity() < want {
+        buf.reserve_exact(needed);
+    } else if buf.capacity() > 2 * want + 4096 {
+        buf.shrink_to(want);
+    }
+}
+
+fn keep_leftover<H: Handler>(io: &mut Io<H>, index: u32, rest: &[u8], needed: usize) {
     if rest.is_empty() {
         return;
     }
@@ -51,19 +66,27 @@ fn keep_leftover<H: Handler>(io: &mut Io<H>, index: u32, rest: &[u8]) {
         && c.phase != Phase::Gone
     {
         c.leftover.extend_from_slice(rest);
+        size_for(&mut c.leftover, needed);
     }
 }
 
-/// Consumes what it can of `buf`; returns how many bytes were used.
-fn process<H: Handler>(io: &mut Io<H>, handler: &mut H, index: u32, buf: &mut [u8]) -> usize {
+/// Consumes what it can of `buf`. Returns how many bytes were used, and how
+/// many more the incomplete frame after them needs (0 if unknown).
+fn process<H: Handler>(
+    io: &mut Io<H>,
+    handler: &mut H,
+    index: u32,
+    buf: &mut [u8],
+) -> (usize, usize) {
     let mut used = 0;
     if io.conns.get(index as usize).map(|c| c.phase) == Some(Phase::Handshake) {
         match handshake(io, handler, index, buf) {
             Some(n) => used = n,
-            None => return 0,
+            None => return (0, 0),
         }
     }
-    used + frames(io, handler, index, &mut buf[used..])
+    let (consumed, needed) = frames(io, handler, index, &mut buf[used..]);
+    (used + consumed, needed)
 }
 
 /// What became of a request once it was answered.
@@ -219,23 +242,28 @@ fn plain_http<H: Handler>(
 }
 
 /// Parses and handles every whole frame at the start of `buf`.
-fn frames<H: Handler>(io: &mut Io<H>, handler: &mut H, index: u32, buf: &mut [u8]) -> usize {
+fn frames<H: Handler>(
+    io: &mut Io<H>,
+    handler: &mut H,
+    index: u32,
+    buf: &mut [u8],
+) -> (usize, usize) {
     let limits = io.config.limits;
     let mut pos = 0;
     loop {
         let Some(c) = io.conns.get(index as usize) else {
-            return buf.len();
+            return (buf.len(), 0);
         };
         // After a close was received, or when failing, nothing more is read.
         if c.phase == Phase::Gone || c.has(flag::CLOSE_RECEIVED) || c.has(flag::CLOSE_AFTER_FLUSH) {
-            return buf.len();
+            return (buf.len(), 0);
         }
         if pos == buf.len() {
-            return pos;
+            return (pos, 0);
         }
         let deflate = c.has(flag::DEFLATE);
         let Some(c) = io.conns.get_mut(index as usize) else {
-            return buf.len();
+            return (buf.len(), 0);
         };
         // Parses, unmasks in place and checks text as it arrives, so bad
         // UTF-8 fails in the read that brings it, not when the frame ends.
@@ -245,17 +273,17 @@ fn frames<H: Handler>(io: &mut Io<H>, handler: &mut H, index: u32, buf: &mut [u8
         {
             Err(e) => {
                 fail(io, index, Failure::from(e));
-                return buf.len();
+                return (buf.len(), 0);
             }
             // Kept as it is now (partly unmasked) for the next read.
-            Ok(Decoded::Incomplete { .. }) => return pos,
+            Ok(Decoded::Incomplete { needed }) => return (pos, needed),
             Ok(Decoded::Frame { message, consumed }) => {
                 pos += consumed;
                 if let Some(message) = message
                     && let Err(e) = on_message(io, handler, index, message)
                 {
                     fail(io, index, e);
-                    return buf.len();
+                    return (buf.len(), 0);
                 }
             }
         }
@@ -387,5 +415,35 @@ fn on_close_frame<H: Handler>(io: &mut Io<H>, index: u32, code: Option<CloseCode
         io.arm_timer(index, now + close_timeout);
     } else {
         io.mark_dirty(index);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::size_for;
+
+    #[test]
+    fn a_claimed_length_reserves_at_most_what_arrived() {
+        let mut buf = vec![0u8; 10];
+        size_for(&mut buf, 16 << 20);
+        assert!(buf.capacity() <= 10 + 64 * 1024, "{}", buf.capacity());
+        let mut big = vec![0u8; 1 << 20];
+        size_for(&mut big, 16 << 20);
+        assert!(big.capacity() >= 2 << 20 && big.capacity() < 3 << 20);
+    }
+
+    #[test]
+    fn an_exact_need_is_reserved_once() {
+        let mut buf = vec![0u8; 100];
+        size_for(&mut buf, 900);
+        assert_eq!(buf.capacity(), 1000);
+    }
+
+    #[test]
+    fn a_large_buffer_is_released_for_a_small_remainder() {
+        let mut buf = Vec::with_capacity(1 << 20);
+        buf.extend_from_slice(&[1, 2, 3]);
+        size_for(&mut buf, 10);
+        assert!(buf.capacity() < 64 * 1024, "{}", buf.capacity());
     }
 }
