@@ -588,3 +588,37 @@ fn sends_and_closes_reach_connections_on_other_cores() {
     assert_eq!(recv_close_code(&mut clients[b]), Some(4000));
     stop(server);
 }
+
+#[test]
+fn a_peer_that_never_answers_our_close_is_dropped_after_the_close_timeout() {
+    let opened = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let registry = opened.clone();
+    let config = ringhub_engine::Config {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        cores: 1,
+        pin: false,
+        recv_buffers: 256,
+        max_connections_per_core: 1024,
+        ring_entries: 256,
+        close_timeout: Duration::from_millis(300),
+        ..ringhub_engine::Config::default()
+    };
+    let server = ringhub_engine::Server::start(config, move |_| Relay {
+        opened: registry.clone(),
+    })
+    .expect("start");
+    let addr = server.local_addr();
+    let mut silent = raw_upgraded(addr); // connection 0; never replies
+    let mut other = client(addr);
+    assert_eq!(recv_text(&mut other), "welcome");
+    send(&mut other, "0:close");
+    let mut out = Vec::new();
+    let ended = std::io::Read::read_to_end(&mut silent, &mut out);
+    assert!(ended.is_ok(), "the server closed the socket: {ended:?}");
+    assert_eq!(
+        close_code_in(&out[9..]),
+        Some(4000),
+        "after the welcome frame"
+    );
+    stop(server);
+}
