@@ -107,6 +107,7 @@ pub struct RedisLink {
     forwards: SyncSender<Forward>,
     wake: Arc<Wake>,
     ready: Arc<AtomicBool>,
+    accepting: Arc<AtomicBool>,
 }
 
 /// The relay's side of the link.
@@ -115,7 +116,12 @@ pub struct RelayInbox {
     pub control: Receiver<Control>,
     pub forwards: Receiver<Forward>,
     pub wake: Arc<Wake>,
+    /// Every Redis connection is up (`/readyz`).
     pub ready: Arc<AtomicBool>,
+    /// Some forward may succeed: the standalone server, or at least one
+    /// cluster master, is reachable. Off, forwards fail at once instead of
+    /// waiting for a timeout.
+    pub accepting: Arc<AtomicBool>,
 }
 
 impl RedisLink {
@@ -125,17 +131,20 @@ impl RedisLink {
         let (forward_tx, forward_rx) = std::sync::mpsc::sync_channel(FORWARD_QUEUE);
         let wake = Arc::new(Wake::new(waker));
         let ready = Arc::new(AtomicBool::new(false));
+        let accepting = Arc::new(AtomicBool::new(false));
         let link = RedisLink {
             control: control_tx,
             forwards: forward_tx,
             wake: wake.clone(),
             ready: ready.clone(),
+            accepting: accepting.clone(),
         };
         let inbox = RelayInbox {
             control: control_rx,
             forwards: forward_rx,
             wake,
             ready,
+            accepting,
         };
         (link, inbox)
     }
@@ -198,7 +207,7 @@ impl Broker {
         let Broker::Redis(link) = self else {
             return Forwarded::NotNeeded;
         };
-        if !link.ready.load(Ordering::Relaxed) {
+        if !link.accepting.load(Ordering::Relaxed) {
             return Forwarded::Unavailable;
         }
         match link.forwards.try_send(forward()) {

@@ -592,6 +592,18 @@ impl Relay {
     /// routes and heartbeat back, since Redis may have lost them.
     fn update_ready(&mut self) {
         let ready = self.client.is_ready() && self.down.is_empty();
+        // On a cluster, commands for the masters that are up still work
+        // while one fails over; those for the failed one fail on their own.
+        let masters = self.client.masters();
+        let accepting = if masters.is_empty() {
+            ready
+        } else {
+            self.client.is_ready()
+                && masters
+                    .iter()
+                    .any(|m| !self.down.contains(&(m.clone(), false)))
+        };
+        self.inbox.accepting.store(accepting, Ordering::Relaxed);
         let was = self.inbox.ready.swap(ready, Ordering::Relaxed);
         if ready && !was {
             info!("Redis reachable");

@@ -1,0 +1,157 @@
+//! Two real `ringhub` servers on a real 6-node Redis Cluster (3 masters, 3
+//! replicas, started by ringhub-testkit): sharded pub/sub, routes in the
+//! cluster, and a master killed in the middle of a conversation.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{Client, Ringhub, WAIT};
+use redis_lite::{BlockingClient, Config, cmd, key_slot};
+use ringhub_testkit::RedisCluster;
+use serde_json::{Value, json};
+
+const QUIET: Duration = Duration::from_millis(300);
+
+fn server(seeds: &str, id: &str) -> Ringhub {
+    Ringhub::start(&["--redis", seeds, "--server-id", id, "--heartbeat-secs", "1"])
+}
+
+fn user(server: &Ringhub, name: &str) -> Client {
+    let mut c = server.connect(&format!("user={name}"), &[]);
+    assert_eq!(c.recv()["type"], "welcome");
+    c
+}
+
+fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The members of a set, read through the cluster's routing.
+fn members(redis: &mut BlockingClient, key: &str) -> Vec<String> {
+    let mut m: Vec<String> = redis
+        .query(cmd("SMEMBERS").arg(key))
+        .ok()
+        .and_then(|v| {
+            v.as_array().map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default();
+    m.sort();
+    m
+}
+
+/// Subscribers of a shard channel, asked of the master that owns it.
+fn shard_subscribers(cluster: &RedisCluster, channel: &str) -> Option<i64> {
+    let port = cluster.try_master_for_slot(key_slot(channel.as_bytes()))?;
+    let out = cluster.node(port).cli(&["PUBSUB", "SHARDNUMSUB", channel]);
+    out.lines().nth(1).and_then(|l| l.trim().parse().ok())
+}
+
+#[test]
+fn two_servers_on_a_cluster_deliver_exactly_once_through_a_master_failover() {
+    let mut cluster = RedisCluster::start();
+    let seeds = cluster.urls().join(",");
+    let mut redis = BlockingClient::connect(Config::cluster_from_urls(&cluster.urls()).unwrap())
+        .expect("cluster client");
+    let a = server(&seeds, "a");
+    let b = server(&seeds, "b");
+    assert!(a.log().contains("cluster=true"), "{}", a.log());
+
+    let mut alice_a = user(&a, "alice");
+    let mut alice_b = user(&b, "alice");
+    let mut bob = user(&a, "bob");
+    eventually("alice's routes", WAIT, || {
+        members(&mut redis, "user_servers:alice") == ["a", "b"]
+    });
+    for i in 0..3 {
+        bob.send(json!({"type": "send", "to": "alice", "data": i, "id": i}));
+        assert_eq!(bob.recv(), json!({"type": "ack", "id": i}));
+    }
+    for c in [&mut alice_a, &mut alice_b] {
+        let got: Vec<Value> = (0..3).map(|_| c.recv()["data"].clone()).collect();
+        assert_eq!(got, vec![json!(0), json!(1), json!(2)]);
+        c.expect_quiet(QUIET);
+    }
+
+    // Sharded topic channels, subscribed from both servers.
+    for c in [&mut alice_a, &mut alice_b] {
+        c.send(json!({"type": "subscribe", "topic": "room"}));
+        c.sync();
+    }
+    eventually("two shard subscribers", WAIT, || {
+        shard_subscribers(&cluster, "topic:room") == Some(2)
+    });
+    bob.send(json!({"type": "publish", "topic": "room", "data": "t", "id": "p"}));
+    assert_eq!(bob.recv(), json!({"type": "ack", "id": "p"}));
+    for c in [&mut alice_a, &mut alice_b] {
+        assert_eq!(c.recv()["topic"], "room");
+        c.expect_quiet(QUIET);
+    }
+
+    // Kill the master that carries server b's channel, mid-conversation.
+    let master = cluster.master_for_slot(key_slot(b"server:b"));
+    cluster.kill(master);
+    let started = Instant::now();
+    let mut replies: HashMap<i64, Value> = HashMap::new();
+    let mut n = 100;
+    while Instant::now() < started + Duration::from_secs(4) {
+        bob.send(json!({"type": "send", "to": "alice", "data": n, "id": n}));
+        n += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Every send is answered: acked, or reported as remote_unavailable;
+    // nothing is dropped silently.
+    while replies.len() < (n - 100) as usize {
+        let r = bob.recv();
+        let id = r["id"].as_i64().expect("every reply carries its id");
+        assert!(
+            r["type"] == "ack" || r["code"] == "remote_unavailable",
+            "{r}"
+        );
+        assert!(replies.insert(id, r).is_none(), "one reply per send");
+    }
+    let failed = replies.values().filter(|r| r["type"] == "error").count();
+    eprintln!(
+        "during the failover: {} sends, {failed} reported remote_unavailable",
+        replies.len()
+    );
+    eventually("a replica took over", Duration::from_secs(20), || {
+        cluster
+            .try_master_for_slot(key_slot(b"server:b"))
+            .is_some_and(|p| p != master)
+    });
+    for s in [&a, &b] {
+        eventually("ready again", Duration::from_secs(20), || {
+            s.http("GET", "/readyz", &[], "").0 == 200
+        });
+    }
+    eventually(
+        "b resubscribed at the new master",
+        Duration::from_secs(20),
+        || shard_subscribers(&cluster, "server:b") == Some(1),
+    );
+    // Drain what arrived during the failover, then it is exactly once again.
+    alice_a.sync();
+    alice_b.sync();
+    alice_a.expect_quiet(QUIET);
+    alice_b.expect_quiet(QUIET);
+    for i in 0..5 {
+        let id = 1000 + i;
+        bob.send(json!({"type": "send", "to": "alice", "data": id, "id": id}));
+        assert_eq!(bob.recv(), json!({"type": "ack", "id": id}));
+    }
+    for c in [&mut alice_a, &mut alice_b] {
+        let got: Vec<Value> = (0..5).map(|_| c.recv()["data"].clone()).collect();
+        assert_eq!(got, (1000..1005).map(|i| json!(i)).collect::<Vec<_>>());
+        c.expect_quiet(QUIET);
+    }
+}
