@@ -254,6 +254,15 @@ impl<H: Handler> Core<H> {
 
     /// Runs until shutdown has drained.
     pub(crate) fn run(mut self) -> Result<(), EngineError> {
+        let waker = self.inbox.waker().clone();
+        waker.set_ring_fd(Some(self.lanes[0].ring.as_raw_fd()));
+        let result = self.turns();
+        // Senders fall back to the eventfd; our ring fd is about to close.
+        waker.set_ring_fd(None);
+        result
+    }
+
+    fn turns(&mut self) -> Result<(), EngineError> {
         self.arm_accept();
         self.arm_wake();
         self.arm_tick();
@@ -344,7 +353,11 @@ impl<H: Handler> Core<H> {
             Token::Ring(RingOp::Accept) => self.on_accept(lane, false, res, flags),
             Token::Ring(RingOp::AcceptOne) => self.on_accept(lane, true, res, flags),
             Token::Ring(RingOp::Tick) => self.on_tick(flags),
-            Token::Ring(RingOp::Wake) => self.on_wake(),
+            Token::Ring(RingOp::Wake) => {
+                self.arm_wake();
+                self.on_mail();
+            }
+            Token::Ring(RingOp::Mail) => self.on_mail(),
             Token::LaneReady(ready) => {
                 let ready = usize::from(ready);
                 if ready < self.lanes.len() {
@@ -508,9 +521,9 @@ impl<H: Handler> Core<H> {
         }
     }
 
-    fn on_wake(&mut self) {
+    /// Mail is waiting (eventfd read or another core's MSG_RING).
+    fn on_mail(&mut self) {
         self.inbox.waker().clear();
-        self.arm_wake();
         while let Some(mail) = self.inbox.try_recv() {
             match mail {
                 Mail::App(post) => {

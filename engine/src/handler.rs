@@ -319,7 +319,11 @@ impl<H: Handler> Ctx<'_, H> {
 
     fn deliver_mail(&mut self, core: u16, mail: Mail<H::Post>) -> Result<(), PostError> {
         let result = match self.io.outboxes.get(usize::from(core)) {
-            Some(outbox) => outbox.post(mail),
+            Some(outbox) => outbox.post_from_core(mail).map(|ring| {
+                if let Some(ring) = ring {
+                    self.io.wake_core(ring);
+                }
+            }),
             None => Err(PostError::NoSuchCore),
         };
         if result == Err(PostError::Full) {

@@ -123,6 +123,20 @@ impl<H: Handler> Io<H> {
         self.conns.insert(conn) as u32
     }
 
+    /// Wakes the core whose main ring is `ring` with a MSG_RING from ours:
+    /// it goes out with this turn's submit, no syscall of its own.
+    pub(crate) fn wake_core(&mut self, ring: std::os::fd::RawFd) {
+        let sqe = opcode::MsgRingData::new(
+            io_uring::types::Fd(ring),
+            0,
+            Token::ring(crate::token::RingOp::Mail),
+            None,
+        )
+        .build()
+        .user_data(Token::ring(crate::token::RingOp::Cancel));
+        self.push(0, sqe);
+    }
+
     /// Queues a submission for lane `lane`.
     pub(crate) fn push(&mut self, lane: u8, sqe: squeue::Entry) {
         self.sqes[usize::from(lane)].push(sqe);

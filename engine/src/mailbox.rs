@@ -1,14 +1,16 @@
-//! Cross-core mailboxes: a bounded queue per core plus an eventfd the core's
-//! ring keeps a read armed on.
+//! Cross-core mailboxes: a bounded queue per core, and a way to wake it.
 //!
 //! The queue is std's bounded channel (a lock-free array queue), so a sender
-//! never takes a lock. A `notified` flag skips the eventfd write while a wake
-//! is already pending, so a burst of posts costs one syscall.
+//! never takes a lock. A core posting to another wakes it with an
+//! `IORING_OP_MSG_RING` on its own ring, which costs no extra syscall (it goes
+//! out with the sender's next submit); any other thread writes the target's
+//! eventfd, on which the target keeps a read armed. A `notified` flag skips
+//! the wake while one is already on its way, so a burst costs one.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 /// Wakes one core's ring from any thread.
@@ -16,6 +18,8 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 pub struct Waker {
     fd: OwnedFd,
     notified: AtomicBool,
+    /// The target core's main ring, for MSG_RING wakes (-1: not running).
+    ring_fd: AtomicI32,
 }
 
 impl Waker {
@@ -30,18 +34,45 @@ impl Waker {
             // SAFETY: `raw` is a fresh descriptor nothing else owns.
             fd: unsafe { OwnedFd::from_raw_fd(raw) },
             notified: AtomicBool::new(false),
+            ring_fd: AtomicI32::new(-1),
         })
+    }
+
+    /// Publishes (or, with None, withdraws) the core's main ring for
+    /// MSG_RING wakes.
+    pub fn set_ring_fd(&self, fd: Option<RawFd>) {
+        self.ring_fd.store(fd.unwrap_or(-1), Ordering::Release);
     }
 
     /// Makes the core's pending eventfd read complete, unless a wake is
     /// already on its way.
     pub fn wake(&self) {
         if !self.notified.swap(true, Ordering::AcqRel) {
-            let one: u64 = 1;
-            // SAFETY: writes 8 bytes from a live u64 to our eventfd. A failure
-            // (counter overflow) still leaves the eventfd readable.
-            unsafe { libc::write(self.fd.as_raw_fd(), (&raw const one).cast(), 8) };
+            self.write_eventfd();
         }
+    }
+
+    /// For a sender that has a ring: claims the wake and returns the target
+    /// ring to send a MSG_RING to, or None when no wake is needed (or it was
+    /// delivered through the eventfd because the target has no ring yet).
+    pub fn wake_via_ring(&self) -> Option<RawFd> {
+        if self.notified.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        match self.ring_fd.load(Ordering::Acquire) {
+            -1 => {
+                self.write_eventfd();
+                None
+            }
+            fd => Some(fd),
+        }
+    }
+
+    fn write_eventfd(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd. A failure
+        // (counter overflow) still leaves the eventfd readable.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&raw const one).cast(), 8) };
     }
 
     /// Called by the woken core before it drains, so a post racing with the
@@ -97,6 +128,21 @@ impl<T> Outbox<T> {
             }
             Err(TrySendError::Full(_)) => {
                 // Make sure the consumer is awake to make room.
+                self.waker.wake();
+                Err(PostError::Full)
+            }
+            Err(TrySendError::Disconnected(_)) => Err(PostError::Closed),
+        }
+    }
+}
+
+impl<T> Outbox<T> {
+    /// Queues `msg` for a core posting from its own loop: returns the ring
+    /// to wake with a MSG_RING, if a wake is needed and the target runs one.
+    pub fn post_from_core(&self, msg: T) -> Result<Option<RawFd>, PostError> {
+        match self.tx.try_send(msg) {
+            Ok(()) => Ok(self.waker.wake_via_ring()),
+            Err(TrySendError::Full(_)) => {
                 self.waker.wake();
                 Err(PostError::Full)
             }
@@ -161,6 +207,23 @@ mod tests {
         assert_eq!(rx.try_recv(), None);
         tx.post(3).unwrap();
         assert!(readable(&waker));
+    }
+
+    #[test]
+    fn a_core_sender_gets_the_ring_to_wake_once_per_burst() {
+        let waker = Arc::new(Waker::new().unwrap());
+        let (tx, rx) = mailbox::<u32>(4, waker.clone());
+        // No ring published yet: the eventfd carries the wake.
+        assert_eq!(tx.post_from_core(1), Ok(None));
+        assert!(readable(&waker));
+        waker.clear();
+        waker.set_ring_fd(Some(42));
+        assert_eq!(tx.post_from_core(2), Ok(Some(42)));
+        assert_eq!(tx.post_from_core(3), Ok(None), "a wake is on its way");
+        assert!(!readable(&waker));
+        waker.clear();
+        assert_eq!(rx.try_recv(), Some(1));
+        assert_eq!(tx.post_from_core(4), Ok(Some(42)));
     }
 
     #[test]

@@ -52,6 +52,8 @@ pub enum RingOp {
     Accept = 1,
     /// A single-shot accept (near the end of a file table).
     AcceptOne = 5,
+    /// Another core's MSG_RING: mail is waiting.
+    Mail = 6,
     /// The periodic tick driving the timer wheel.
     Tick = 2,
     /// The read on the wake eventfd (mailbox, shutdown).
@@ -102,6 +104,7 @@ impl Token {
                 3 => Token::Ring(RingOp::Wake),
                 4 => Token::Ring(RingOp::Cancel),
                 5 => Token::Ring(RingOp::AcceptOne),
+                6 => Token::Ring(RingOp::Mail),
                 n if (LANE_BASE..LANE_BASE + 256).contains(&n) => {
                     Token::LaneReady((n - LANE_BASE) as u8)
                 }
@@ -159,6 +162,7 @@ mod tests {
             RingOp::Wake,
             RingOp::Cancel,
             RingOp::AcceptOne,
+            RingOp::Mail,
         ] {
             assert!(Token::ring(op) > highest_conn);
             assert_eq!(Token::decode(Token::ring(op)), Token::Ring(op));
