@@ -57,7 +57,8 @@ pub enum Command {
         /// Subscribers; a list (1000,5000) runs one step each.
         #[arg(long, short = 'n', value_delimiter = ',', default_value = "1000")]
         subscribers: Vec<usize>,
-        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+        /// Publishing connections (each subscriber tracks every publisher of its topic).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=4096))]
         publishers: u32,
         /// Topics; subscribers and publishers spread over them round-robin.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=100_000))]

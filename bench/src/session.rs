@@ -29,8 +29,10 @@ pub struct Shared {
     pub templates: Templates,
     /// Subscribe frame per topic.
     pub subscribe: Vec<Vec<u8>>,
-    /// Publisher streams in the run (a subscriber tracks each).
+    /// Publisher streams in the run, and topics they spread over: publisher
+    /// `p` publishes on topic `p % topics`.
     pub publishers: u32,
+    pub topics: u32,
     pub in_flight: u32,
     pub counters: Counters,
     pub latency: Histogram<u64>,
@@ -63,6 +65,7 @@ impl Shared {
             templates: workload.templates()?,
             subscribe,
             publishers,
+            topics: topics.max(1) as u32,
             in_flight,
             counters: Counters::default(),
             latency: latency_histogram(),
@@ -223,7 +226,12 @@ impl Session {
     fn on_upgraded(&mut self, shared: &mut Shared, out: &mut Vec<u8>, progress: &mut Progress) {
         match self.role {
             Role::Subscriber { topic } => {
-                self.trackers = vec![SeqTracker::default(); shared.publishers as usize].into();
+                // One tracker per publisher of this topic: p = topic + i * topics.
+                let on_topic = shared
+                    .publishers
+                    .saturating_sub(topic)
+                    .div_ceil(shared.topics);
+                self.trackers = vec![SeqTracker::default(); on_topic as usize].into();
                 let key = shared.mask.next();
                 if let Some(frame) = shared.subscribe.get(topic as usize) {
                     encode(Opcode::Text, frame, key, out);
@@ -266,7 +274,9 @@ impl Session {
         }
         let tracker = match self.role {
             Role::Echo { stream } if stamp.stream == stream => self.trackers.first_mut(),
-            Role::Subscriber { .. } => self.trackers.get_mut(stamp.stream as usize),
+            Role::Subscriber { topic } if stamp.stream % shared.topics == topic => self
+                .trackers
+                .get_mut((stamp.stream / shared.topics) as usize),
             _ => None,
         };
         let Some(tracker) = tracker else {
@@ -541,6 +551,50 @@ mod tests {
         )
         .unwrap();
         assert_eq!((shared.counters.unique, shared.counters.unexpected), (1, 1));
+    }
+
+    #[test]
+    fn subscriber_tracks_only_the_publishers_of_its_topic() {
+        // Publishers 0..5 over 2 topics: topic 1 has publishers 1 and 3.
+        let workload = Workload::Fanout {
+            size: 100,
+            topics: 2,
+            publishers: 5,
+            rate: 10,
+        };
+        let mut shared = shared(&workload);
+        let mut out = Vec::new();
+        let mut s = Session::start(Role::Subscriber { topic: 1 }, &shared, &mut out);
+        out.clear();
+        s.on_data(&mut switching(&shared), &mut shared, 0, &mut out)
+            .unwrap();
+        let probe = client_frames(std::mem::take(&mut out)).remove(1).1;
+        s.on_data(
+            &mut server_frame(Opcode::Text, &probe),
+            &mut shared,
+            0,
+            &mut out,
+        )
+        .unwrap();
+        assert!(s.is_ready());
+        let mut template = crate::payload::Payload::publish("t1", 100).unwrap();
+        for stream in 0..6 {
+            let msg = template
+                .stamp(Stamp {
+                    stream,
+                    seq: 0,
+                    sent_ns: 0,
+                })
+                .to_vec();
+            s.on_data(
+                &mut server_frame(Opcode::Text, &msg),
+                &mut shared,
+                1,
+                &mut out,
+            )
+            .unwrap();
+        }
+        assert_eq!((shared.counters.unique, shared.counters.unexpected), (2, 4));
     }
 
     #[test]
