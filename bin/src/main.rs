@@ -56,7 +56,7 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     let (broker, relay) = if config.redis.is_empty() {
         (Broker::Embedded, None)
     } else {
-        let (redis, server_number) = redis_setup(&config.redis, &server_id)?;
+        let redis = redis_setup(&config.redis, &server_id)?;
         let poll = mio::Poll::new()?;
         let waker = mio::Waker::new(poll.registry(), WAKE)?;
         let (link, inbox) = RedisLink::new(waker);
@@ -67,13 +67,10 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
             poll,
             inbox,
         };
-        (Broker::Redis(link), Some((setup, server_number)))
+        (Broker::Redis(link), Some(setup))
     };
     let broker_kind = broker.kind();
     let node = Arc::new(Node::new(config, server_id.clone(), cores as u16, broker)?);
-    if let Some((_, Some(number))) = &relay {
-        node.conn_ids.set_server(*number);
-    }
     if node.auth.is_none() {
         warn!(
             "development mode: no authentication is configured, so anyone who can reach {} \
@@ -94,9 +91,10 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     let (server, poster) = Server::start_with_poster(engine_config(config, cores), move |core| {
         CoreHandler::new(handlers.clone(), core)
     })?;
+    let _ = node.engine_stats.set(server.stats_reader());
     let relay = match relay {
         None => None,
-        Some((setup, _)) => {
+        Some(setup) => {
             let relay = Relay::new(node.clone(), poster, setup)?;
             Some(
                 std::thread::Builder::new()
@@ -119,18 +117,14 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(relay) = relay {
         let _ = relay.join();
     }
-    info!("stopped");
+    info!(totals = ?node.totals(), "stopped");
     Ok(())
 }
 
-/// Decides standalone or Cluster, and takes a server number for
-/// connection ids from Redis. With one URL, `INFO cluster` tells; several
-/// URLs are cluster seeds. If Redis can't be reached now, the server still
-/// starts (local delivery works) and the relay keeps trying.
-fn redis_setup(
-    urls: &[String],
-    server_id: &str,
-) -> Result<(redis_lite::Config, Option<u64>), redis_lite::Error> {
+/// Decides standalone or Cluster: with one URL, `INFO cluster` tells;
+/// several URLs are cluster seeds. If Redis can't be reached now, the
+/// server still starts (local delivery works) and the relay keeps trying.
+fn redis_setup(urls: &[String], server_id: &str) -> Result<redis_lite::Config, redis_lite::Error> {
     let timeout = Duration::from_secs(2);
     let cluster = urls.len() > 1 || {
         let mut probe = redis_lite::Config::from_url(&urls[0])?;
@@ -155,13 +149,8 @@ fn redis_setup(
     config.client_name = Some(format!("ringhub:{server_id}"));
     config.connect_timeout = timeout;
     config.request_timeout = Some(timeout);
-    let number = BlockingClient::connect(config.clone())
-        .and_then(|mut c| c.query(redis_lite::cmd("INCR").arg("ringhub:server_seq")))
-        .ok()
-        .and_then(|v| v.as_int())
-        .map(|n| n as u64);
     info!(cluster, "using Redis at {}", urls.join(","));
-    Ok((config, number))
+    Ok(config)
 }
 
 /// The engine's settings from ours.

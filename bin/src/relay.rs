@@ -85,6 +85,8 @@ enum Pending {
     DeadServers,
     /// SMEMBERS server_users:<dead>.
     DeadUsers(Box<str>),
+    /// INCR of the shared counter that numbers servers for connection ids.
+    ServerNumber,
     /// Fire and forget (route writes, heartbeats): failures are repaired by
     /// the re-registration after a reconnect.
     Ignore,
@@ -118,6 +120,8 @@ pub struct Relay {
     down: HashSet<(String, bool)>,
     /// Whether this server's routes are known to be in Redis.
     registered: bool,
+    /// Whether Redis gave this server its number for connection ids.
+    numbered: bool,
     heartbeat: Duration,
     route_ttl_secs: u64,
     next_beat: Instant,
@@ -179,6 +183,7 @@ impl Relay {
             groups: Slab::new(),
             down: HashSet::new(),
             registered: false,
+            numbered: false,
             heartbeat: hb,
             route_ttl_secs: (hb.as_secs() * TTL_REFRESH_EVERY * 3).max(60),
             next_beat: Instant::now(),
@@ -250,6 +255,7 @@ impl Relay {
 
     fn send(&mut self, command: redis_lite::Cmd, why: Pending) {
         let id = self.client.send(command, Instant::now());
+        Counters::add(&self.node.relay_counters().redis_commands, 1);
         self.pending.insert(id, why);
     }
 
@@ -427,6 +433,9 @@ impl Relay {
         let Some(why) = self.pending.remove(&id) else {
             return;
         };
+        if result.is_err() {
+            Counters::add(&self.node.relay_counters().redis_errors, 1);
+        }
         match why {
             Pending::Ignore => {
                 if let Err(e) = result {
@@ -479,6 +488,14 @@ impl Relay {
                 self.part_done(group, result.is_ok());
             }
             Pending::Publish { group } => self.part_done(group, result.is_ok()),
+            Pending::ServerNumber => match result.ok().and_then(|v| v.as_int()) {
+                // Until this answer, ids carry a random server number.
+                Some(n) => {
+                    self.numbered = true;
+                    self.node.conn_ids.set_server(n as u64);
+                }
+                None => warn!("no server number from Redis: connection ids use a random one"),
+            },
             Pending::DeadServers => {
                 let Ok(value) = result else { return };
                 let dead: Vec<Box<str>> = value
@@ -537,11 +554,17 @@ impl Relay {
             wire::Audience::Topic(t) => (Target::Topic(t.into()), presence.topics.cores(t)),
             wire::Audience::Everyone => (Target::Everyone, CoreSet::all(cores)),
         };
+        if let Some(ts) = crate::latency::message_ts(&relayed.frame) {
+            let millis = now_ms().saturating_sub(ts);
+            self.node.relay_latencies().remote.record(millis * 1000);
+        }
+        let bytes = relayed.frame.len();
         let frame = SharedFrame::text(relayed.frame);
         for core in holders.iter() {
             let post = Post::Deliver {
                 target: target.clone(),
                 frame: frame.clone(),
+                bytes,
             };
             if self.poster.post(core, post).is_err() {
                 Counters::add(&self.node.relay_counters().mailbox_full, 1);
@@ -611,6 +634,9 @@ impl Relay {
         if ready && !self.registered && self.stopping.is_none() {
             self.registered = true;
             self.cache.clear();
+            if !self.numbered {
+                self.send(cmd("INCR").arg("ringhub:server_seq"), Pending::ServerNumber);
+            }
             let users = self.node.presence.users.names();
             for user in &users {
                 self.register_user(user);

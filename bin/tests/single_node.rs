@@ -33,6 +33,20 @@ fn welcome_names_the_user_a_unique_connection_and_the_server() {
 }
 
 #[test]
+fn the_welcome_comes_first_even_when_the_client_talks_at_once() {
+    let server = Ringhub::start(&[]);
+    let mut alice = user(&server, "alice");
+    for _ in 0..20 {
+        // Messages race the new connection's welcome: a send to it, and its
+        // own first frame written right after the upgrade.
+        alice.send(json!({"type": "send", "to": "bob", "data": 1}));
+        let mut bob = server.connect("user=bob", &[]);
+        bob.send(json!({"type": "ping"}));
+        assert_eq!(bob.recv()["type"], "welcome");
+    }
+}
+
+#[test]
 fn send_reaches_every_connection_of_the_user_exactly_once() {
     let server = Ringhub::start(&[]);
     // Enough connections that both cores hold some (SO_REUSEPORT spreads
