@@ -618,3 +618,47 @@ fn a_peer_that_never_answers_our_close_is_dropped_after_the_close_timeout() {
     assert_eq!(close_code_in(&out), Some(4000));
     stop(server);
 }
+
+#[test]
+fn garbage_from_many_peers_never_hurts_the_others() {
+    let server = start(2, |c| {
+        c.limits.max_frame = 64 * 1024;
+        c.limits.max_message = 64 * 1024;
+    });
+    let addr = server.local_addr();
+    let mut ok = client(addr);
+    // A small xorshift: deterministic noise, different for every peer.
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for peer in 0..60 {
+        let mut s = if peer % 3 == 0 {
+            raw(addr) // garbage instead of a request
+        } else {
+            raw_upgraded(addr)
+        };
+        let len = 1 + (next() % 20_000) as usize;
+        let mut noise: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        if peer % 2 == 0 && noise.len() > 2 {
+            // A plausible masked header first, so parsing goes deeper.
+            noise[0] = 0x81;
+            noise[1] = 0x80 | 126;
+        }
+        let _ = s.write_all(&noise);
+        // Some vanish at once, some wait for the verdict.
+        if peer % 4 == 0 {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
+            let _ = read_to_end(&mut s);
+        }
+    }
+    send(&mut ok, "still fine");
+    assert_eq!(recv_text(&mut ok), "still fine");
+    drop(ok);
+    let s = wait_for(&server, Duration::from_secs(15), |s| s.open == 0);
+    assert_eq!(s.open, 0, "every noisy connection was cleaned up");
+    stop(server);
+}
