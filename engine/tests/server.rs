@@ -662,3 +662,92 @@ fn garbage_from_many_peers_never_hurts_the_others() {
     assert_eq!(s.open, 0, "every noisy connection was cleaned up");
     stop(server);
 }
+
+/// Makes `io_uring_setup` fail with EPERM in this thread and the threads it
+/// starts, the way a container's seccomp profile does.
+fn forbid_io_uring_setup() {
+    const BPF_LD_W_ABS: u16 = 0x20;
+    const BPF_JMP_JEQ_K: u16 = 0x15;
+    const BPF_RET_K: u16 = 0x06;
+    const PR_SET_NO_NEW_PRIVS: libc::c_int = 38;
+    const PR_SET_SECCOMP: libc::c_int = 22;
+    let filter = [
+        // Load the syscall number (offset 0 of struct seccomp_data).
+        libc::sock_filter {
+            code: BPF_LD_W_ABS,
+            jt: 0,
+            jf: 0,
+            k: 0,
+        },
+        libc::sock_filter {
+            code: BPF_JMP_JEQ_K,
+            jt: 0,
+            jf: 1,
+            k: libc::SYS_io_uring_setup as u32,
+        },
+        libc::sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
+        },
+        libc::sock_filter {
+            code: BPF_RET_K,
+            jt: 0,
+            jf: 0,
+            k: libc::SECCOMP_RET_ALLOW,
+        },
+    ];
+    let prog = libc::sock_fprog {
+        len: filter.len() as libc::c_ushort,
+        filter: filter.as_ptr().cast_mut(),
+    };
+    // SAFETY: prctl with a valid, live filter program; it only restricts
+    // this process (a child started for this test).
+    unsafe {
+        assert_eq!(libc::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), 0);
+        assert_eq!(
+            libc::prctl(PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const _),
+            0
+        );
+    }
+}
+
+#[test]
+fn io_uring_blocked_by_seccomp_is_named_as_such() {
+    const CHILD: &str = "RINGHUB_ENGINE_SECCOMP_CHILD";
+    if std::env::var_os(CHILD).is_some() {
+        // In the child: refuse io_uring, then try to start.
+        forbid_io_uring_setup();
+        let config = ringhub_engine::Config {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            cores: 1,
+            pin: false,
+            ..ringhub_engine::Config::default()
+        };
+        let err = ringhub_engine::Server::start(config, |_| handler::PubSub::default())
+            .expect_err("io_uring is blocked");
+        assert!(
+            matches!(err, ringhub_engine::EngineError::Forbidden),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("seccomp"), "{err}");
+        return;
+    }
+    let exe = std::env::current_exe().expect("test binary");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "io_uring_blocked_by_seccomp_is_named_as_such",
+            "--nocapture",
+        ])
+        .env(CHILD, "1")
+        .output()
+        .expect("run the child");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
