@@ -18,7 +18,6 @@ use crate::auth::{AuthError, Identity, dev_identity};
 use crate::broker::{Audience, Forward, Forwarded, ReplyTo};
 use crate::config::BroadcastPolicy;
 use crate::hub::{Change, LocalHub, SubscribeError};
-use crate::latency::Latencies;
 use crate::metrics::Counters;
 use crate::node::Node;
 use crate::presence::CoreSet;
@@ -58,13 +57,9 @@ pub enum Post {
     /// The 101 of this connection is queued: send its `welcome`. Posted by
     /// a core to itself from `on_open`, which runs before the 101.
     Welcome(ConnId),
-    /// Deliver an encoded `message` frame (of `bytes` payload bytes) to
-    /// this core's connections of `target`.
-    Deliver {
-        target: Target,
-        frame: SharedFrame,
-        bytes: usize,
-    },
+    /// Deliver an encoded `message` frame to this core's connections of
+    /// `target`.
+    Deliver { target: Target, frame: SharedFrame },
     /// The relay finished forwarding a message this core's connection sent.
     Outcome { reply: ReplyTo, ok: bool },
 }
@@ -84,7 +79,6 @@ pub struct CoreHandler {
     core: u16,
     hub: LocalHub<ConnId>,
     counters: Arc<Counters>,
-    latencies: Arc<Latencies>,
     handshakes: TokenBucket,
     epoch: Instant,
     /// Scratch for frames written by this core.
@@ -94,14 +88,12 @@ pub struct CoreHandler {
 impl CoreHandler {
     pub fn new(node: Arc<Node>, core: u16) -> CoreHandler {
         let counters = node.counters[usize::from(core) % node.counters.len()].clone();
-        let latencies = node.latencies[usize::from(core) % node.latencies.len()].clone();
         let handshakes = TokenBucket::full(node.settings.handshake_rate, 0);
         CoreHandler {
             node,
             core,
             hub: LocalHub::default(),
             counters,
-            latencies,
             handshakes,
             epoch: Instant::now(),
             out: Vec::with_capacity(1024),
@@ -345,9 +337,7 @@ impl CoreHandler {
             }
             ClientMessage::Latency { ms } => {
                 self.count(|c| &c.latency_reports);
-                let micros = (ms * 1000.0) as u64;
-                Counters::add(&self.counters.latency_micros_sum, micros);
-                self.latencies.client.record(micros);
+                Counters::add(&self.counters.latency_micros_sum, (ms * 1000.0) as u64);
             }
         }
     }
@@ -400,7 +390,6 @@ impl CoreHandler {
         message: &Outgoing<'_>,
         sender: Option<ConnId>,
     ) -> bool {
-        let started = Instant::now();
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -424,11 +413,10 @@ impl CoreHandler {
             Recipient::Everyone => (&[], CoreSet::all(ctx.cores())),
         };
         let mut delivered = ctx.broadcast(local.iter().copied(), &mut frame);
-        let dropped = local.len().saturating_sub(delivered);
         if matches!(message.to, Recipient::Everyone) {
             delivered += ctx.broadcast(self.hub.everyone(), &mut frame);
         }
-        self.delivered(delivered, dropped, encoded.len());
+        Counters::add(&self.counters.messages_delivered, delivered as u64);
         let mut target = None;
         let mut refused = false;
         for core in cores.iter().filter(|c| *c != self.core) {
@@ -440,7 +428,6 @@ impl CoreHandler {
             let post = Post::Deliver {
                 target: target.clone(),
                 frame: frame.clone(),
-                bytes: encoded.len(),
             };
             if ctx.post(core, post).is_err() {
                 self.count(|c| &c.mailbox_full);
@@ -462,8 +449,6 @@ impl CoreHandler {
         if forwarded == Forwarded::Unavailable {
             self.count(|c| &c.remote_failures);
         }
-        let micros = started.elapsed().as_micros();
-        self.latencies.local.record(micros as u64);
         if let Some(sender) = sender {
             if refused {
                 let why = "the server is overloaded: not every recipient was reached";
@@ -496,36 +481,13 @@ impl CoreHandler {
         }
     }
 
-    fn deliver(
-        &mut self,
-        ctx: &mut Ctx<'_, Self>,
-        target: &Target,
-        frame: &mut SharedFrame,
-        bytes: usize,
-    ) {
-        let (delivered, wanted) = match target {
-            Target::User(user) => {
-                let conns = self.hub.user(user);
-                (ctx.broadcast(conns.iter().copied(), frame), conns.len())
-            }
-            Target::Topic(topic) => {
-                let conns = self.hub.topic(topic);
-                (ctx.broadcast(conns.iter().copied(), frame), conns.len())
-            }
-            Target::Everyone => (ctx.broadcast(self.hub.everyone(), frame), 0),
+    fn deliver(&mut self, ctx: &mut Ctx<'_, Self>, target: &Target, frame: &mut SharedFrame) {
+        let delivered = match target {
+            Target::User(user) => ctx.broadcast(self.hub.user(user).iter().copied(), frame),
+            Target::Topic(topic) => ctx.broadcast(self.hub.topic(topic).iter().copied(), frame),
+            Target::Everyone => ctx.broadcast(self.hub.everyone(), frame),
         };
-        self.delivered(delivered, wanted.saturating_sub(delivered), bytes);
-    }
-
-    /// Counts frames of `bytes` queued for `delivered` local connections,
-    /// and `dropped` more that could not take them.
-    fn delivered(&self, delivered: usize, dropped: usize, bytes: usize) {
-        let c = &self.counters;
-        Counters::add(&c.messages_delivered, delivered as u64);
-        Counters::add(&c.bytes_out, (delivered * bytes) as u64);
-        if dropped > 0 {
-            Counters::add(&c.dropped_slow_consumer, dropped as u64);
-        }
+        Counters::add(&self.counters.messages_delivered, delivered as u64);
     }
 }
 
@@ -569,11 +531,6 @@ impl Handler for CoreHandler {
 
     fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, message: Message<'_>) {
         self.count(|c| &c.messages_in);
-        let len = match message {
-            Message::Text(text) => text.len(),
-            Message::Binary(bytes) => bytes.len(),
-        };
-        Counters::add(&self.counters.bytes_in, len as u64);
         // A client may send before its posted welcome is read: welcome first.
         self.join(ctx, conn);
         match message {
@@ -597,15 +554,6 @@ impl Handler for CoreHandler {
         };
         self.node.open.fetch_sub(1, Ordering::Relaxed);
         self.count(|c| &c.connections_closed);
-        self.count(match reason {
-            CloseReason::Peer(_) => |c: &Counters| &c.closed_peer,
-            CloseReason::Local(_) => |c: &Counters| &c.closed_local,
-            CloseReason::Protocol(_) => |c: &Counters| &c.closed_protocol,
-            CloseReason::SlowConsumer => |c: &Counters| &c.closed_slow_consumer,
-            CloseReason::Timeout => |c: &Counters| &c.closed_timeout,
-            CloseReason::Shutdown => |c: &Counters| &c.closed_shutdown,
-            CloseReason::Vanished => |c: &Counters| &c.closed_vanished,
-        });
         if !matches!(
             reason,
             CloseReason::Peer(_) | CloseReason::Local(_) | CloseReason::Shutdown
@@ -631,11 +579,7 @@ impl Handler for CoreHandler {
     fn on_post(&mut self, ctx: &mut Ctx<'_, Self>, post: Post) {
         match post {
             Post::Welcome(conn) => self.join(ctx, conn),
-            Post::Deliver {
-                target,
-                mut frame,
-                bytes,
-            } => self.deliver(ctx, &target, &mut frame, bytes),
+            Post::Deliver { target, mut frame } => self.deliver(ctx, &target, &mut frame),
             Post::Outcome { reply, ok } => self.outcome(ctx, reply, ok),
         }
     }
