@@ -186,7 +186,9 @@ pub trait Handler: Sized + 'static {
     /// A whole message arrived.
     fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, message: Message<'_>);
 
-    /// The connection left the open state; it can no longer be sent to.
+    /// The connection left the open state (once per opened connection);
+    /// it can no longer be sent to, but `ctx.state(conn)` still reads its
+    /// state during this call, for cleanup.
     fn on_close(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, reason: CloseReason) {
         let _ = (ctx, conn, reason);
     }
