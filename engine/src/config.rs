@@ -89,6 +89,40 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Checks the values the kernel or the engine would refuse later, with
+    /// a message naming the field.
+    pub fn validate(&self) -> Result<(), crate::EngineError> {
+        let bad = |msg: String| Err(crate::EngineError::Config(msg));
+        if !self.recv_buffers.is_power_of_two() || self.recv_buffers > 1 << 15 {
+            return bad(format!(
+                "recv_buffers = {} must be a power of two no larger than 32768",
+                self.recv_buffers
+            ));
+        }
+        if self.recv_buffer_size < 512 {
+            return bad(format!(
+                "recv_buffer_size = {} is below 512 bytes",
+                self.recv_buffer_size
+            ));
+        }
+        if self.ring_entries == 0 || self.ring_entries > 1 << 15 {
+            return bad(format!(
+                "ring_entries = {} must be in 1..=32768",
+                self.ring_entries
+            ));
+        }
+        if self.core_count() > usize::from(u16::MAX) {
+            return bad(format!("cores = {} is more than 65535", self.cores));
+        }
+        if self.tick.is_zero() {
+            return bad("tick must be longer than zero".into());
+        }
+        if self.max_connections_per_core == 0 {
+            return bad("max_connections_per_core must be at least 1".into());
+        }
+        Ok(())
+    }
+
     /// `d` in ticks, at least one.
     pub(crate) fn ticks(&self, d: Duration) -> u32 {
         let tick = self.tick.as_millis().max(1);
@@ -102,5 +136,26 @@ impl Config {
         } else {
             std::thread::available_parallelism().map_or(1, usize::from)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_is_valid_and_bad_values_are_named() {
+        assert!(Config::default().validate().is_ok());
+        let c = Config {
+            recv_buffers: 1000,
+            ..Config::default()
+        };
+        let msg = c.validate().unwrap_err().to_string();
+        assert!(msg.contains("recv_buffers = 1000"), "{msg}");
+        let c = Config {
+            tick: Duration::ZERO,
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("tick"));
     }
 }

@@ -45,6 +45,10 @@ pub enum EngineError {
     )]
     MissingFeature { missing: String },
 
+    /// A configuration value the engine cannot run with.
+    #[error("invalid engine configuration: {0}")]
+    Config(String),
+
     /// Any other failure of a named step.
     #[error("{what}: {source}")]
     Io {

@@ -116,6 +116,7 @@ impl Server {
         H: Handler,
         F: Fn(u16) -> H + Send + Sync + 'static,
     {
+        config.validate()?;
         let cores = config.core_count();
         let first = Listener::bind(config.addr, config.backlog)
             .map_err(EngineError::io("binding the listening socket"))?;

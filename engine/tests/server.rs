@@ -382,7 +382,7 @@ fn compressible_replies_go_out_compressed_once_negotiated() {
 }
 
 #[test]
-fn a_core_that_cannot_start_fails_the_server_with_the_reason() {
+fn an_invalid_config_is_refused_naming_the_field() {
     let config = ringhub_engine::Config {
         addr: "127.0.0.1:0".parse().unwrap(),
         cores: 2,
@@ -392,7 +392,7 @@ fn a_core_that_cannot_start_fails_the_server_with_the_reason() {
     };
     let err = ringhub_engine::Server::start(config, |_| handler::PubSub::default())
         .expect_err("start fails");
-    assert!(err.to_string().contains("provided-buffer ring"), "{err}");
+    assert!(err.to_string().contains("recv_buffers = 1000"), "{err}");
 }
 
 #[test]
