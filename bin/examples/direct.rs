@@ -142,6 +142,8 @@ fn main() {
             while begin.elapsed() < Duration::from_secs(secs) {
                 let now = Instant::now();
                 if now < next {
+                    // Ahead of schedule: what is written goes out now.
+                    let _ = tx.flush();
                     std::thread::sleep(next - now);
                 }
                 // Stamp the time the message was due (no coordinated omission).
@@ -152,9 +154,6 @@ fn main() {
                 }
                 sent += 1;
                 next += interval;
-                if sent.is_multiple_of(16) || Instant::now() >= next {
-                    let _ = tx.flush();
-                }
             }
             let _ = tx.flush();
             sent

@@ -18,6 +18,7 @@ use crate::auth::{AuthError, Identity, dev_identity};
 use crate::broker::{Audience, Forward, Forwarded, ReplyTo};
 use crate::config::BroadcastPolicy;
 use crate::hub::{Change, LocalHub, SubscribeError};
+use crate::latency::Latencies;
 use crate::metrics::Counters;
 use crate::node::Node;
 use crate::presence::CoreSet;
@@ -57,9 +58,13 @@ pub enum Post {
     /// The 101 of this connection is queued: send its `welcome`. Posted by
     /// a core to itself from `on_open`, which runs before the 101.
     Welcome(ConnId),
-    /// Deliver an encoded `message` frame to this core's connections of
-    /// `target`.
-    Deliver { target: Target, frame: SharedFrame },
+    /// Deliver an encoded `message` frame (of `bytes` payload bytes) to
+    /// this core's connections of `target`.
+    Deliver {
+        target: Target,
+        frame: SharedFrame,
+        bytes: usize,
+    },
     /// The relay finished forwarding a message this core's connection sent.
     Outcome { reply: ReplyTo, ok: bool },
 }
@@ -79,6 +84,7 @@ pub struct CoreHandler {
     core: u16,
     hub: LocalHub<ConnId>,
     counters: Arc<Counters>,
+    latencies: Arc<Latencies>,
     handshakes: TokenBucket,
     epoch: Instant,
     /// Scratch for frames written by this core.
@@ -88,12 +94,14 @@ pub struct CoreHandler {
 impl CoreHandler {
     pub fn new(node: Arc<Node>, core: u16) -> CoreHandler {
         let counters = node.counters[usize::from(core) % node.counters.len()].clone();
+        let latencies = node.latencies[usize::from(core) % node.latencies.len()].clone();
         let handshakes = TokenBucket::full(node.settings.handshake_rate, 0);
         CoreHandler {
             node,
             core,
             hub: LocalHub::default(),
             counters,
+            latencies,
             handshakes,
             epoch: Instant::now(),
             out: Vec::with_capacity(1024),
@@ -337,7 +345,9 @@ impl CoreHandler {
             }
             ClientMessage::Latency { ms } => {
                 self.count(|c| &c.latency_reports);
-                Counters::add(&self.counters.latency_micros_sum, (ms * 1000.0) as u64);
+                let micros = (ms * 1000.0) as u64;
+                Counters::add(&self.counters.latency_micros_sum, micros);
+                self.latencies.client.record(micros);
             }
         }
     }
@@ -390,6 +400,7 @@ impl CoreHandler {
         message: &Outgoing<'_>,
         sender: Option<ConnId>,
     ) -> bool {
+        let started = Instant::now();
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
@@ -413,10 +424,11 @@ impl CoreHandler {
             Recipient::Everyone => (&[], CoreSet::all(ctx.cores())),
         };
         let mut delivered = ctx.broadcast(local.iter().copied(), &mut frame);
+        let dropped = local.len().saturating_sub(delivered);
         if matches!(message.to, Recipient::Everyone) {
             delivered += ctx.broadcast(self.hub.everyone(), &mut frame);
         }
-        Counters::add(&self.counters.messages_delivered, delivered as u64);
+        self.delivered(delivered, dropped, encoded.len());
         let mut target = None;
         let mut refused = false;
         for core in cores.iter().filter(|c| *c != self.core) {
@@ -428,6 +440,7 @@ impl CoreHandler {
             let post = Post::Deliver {
                 target: target.clone(),
                 frame: frame.clone(),
+                bytes: encoded.len(),
             };
             if ctx.post(core, post).is_err() {
                 self.count(|c| &c.mailbox_full);
@@ -449,6 +462,8 @@ impl CoreHandler {
         if forwarded == Forwarded::Unavailable {
             self.count(|c| &c.remote_failures);
         }
+        let micros = started.elapsed().as_micros();
+        self.latencies.local.record(micros as u64);
         if let Some(sender) = sender {
             if refused {
                 let why = "the server is overloaded: not every recipient was reached";
@@ -481,13 +496,36 @@ impl CoreHandler {
         }
     }
 
-    fn deliver(&mut self, ctx: &mut Ctx<'_, Self>, target: &Target, frame: &mut SharedFrame) {
-        let delivered = match target {
-            Target::User(user) => ctx.broadcast(self.hub.user(user).iter().copied(), frame),
-            Target::Topic(topic) => ctx.broadcast(self.hub.topic(topic).iter().copied(), frame),
-            Target::Everyone => ctx.broadcast(self.hub.everyone(), frame),
+    fn deliver(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        target: &Target,
+        frame: &mut SharedFrame,
+        bytes: usize,
+    ) {
+        let (delivered, wanted) = match target {
+            Target::User(user) => {
+                let conns = self.hub.user(user);
+                (ctx.broadcast(conns.iter().copied(), frame), conns.len())
+            }
+            Target::Topic(topic) => {
+                let conns = self.hub.topic(topic);
+                (ctx.broadcast(conns.iter().copied(), frame), conns.len())
+            }
+            Target::Everyone => (ctx.broadcast(self.hub.everyone(), frame), 0),
         };
-        Counters::add(&self.counters.messages_delivered, delivered as u64);
+        self.delivered(delivered, wanted.saturating_sub(delivered), bytes);
+    }
+
+    /// Counts frames of `bytes` queued for `delivered` local connections,
+    /// and `dropped` more that could not take them.
+    fn delivered(&self, delivered: usize, dropped: usize, bytes: usize) {
+        let c = &self.counters;
+        Counters::add(&c.messages_delivered, delivered as u64);
+        Counters::add(&c.bytes_out, (delivered * bytes) as u64);
+        if dropped > 0 {
+            Counters::add(&c.dropped_slow_consumer, dropped as u64);
+        }
     }
 }
 
@@ -531,6 +569,11 @@ impl Handler for CoreHandler {
 
     fn on_message(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, message: Message<'_>) {
         self.count(|c| &c.messages_in);
+        let len = match message {
+            Message::Text(text) => text.len(),
+            Message::Binary(bytes) => bytes.len(),
+        };
+        Counters::add(&self.counters.bytes_in, len as u64);
         // A client may send before its posted welcome is read: welcome first.
         self.join(ctx, conn);
         match message {
@@ -554,6 +597,17 @@ impl Handler for CoreHandler {
         };
         self.node.open.fetch_sub(1, Ordering::Relaxed);
         self.count(|c| &c.connections_closed);
+        let c = &self.counters;
+        let by_reason = match reason {
+            CloseReason::Peer(_) => &c.closed_peer,
+            CloseReason::Local(_) => &c.closed_local,
+            CloseReason::Protocol(_) => &c.closed_protocol,
+            CloseReason::SlowConsumer => &c.closed_slow_consumer,
+            CloseReason::Timeout => &c.closed_timeout,
+            CloseReason::Shutdown => &c.closed_shutdown,
+            CloseReason::Vanished => &c.closed_vanished,
+        };
+        Counters::add(by_reason, 1);
         if !matches!(
             reason,
             CloseReason::Peer(_) | CloseReason::Local(_) | CloseReason::Shutdown
@@ -579,7 +633,11 @@ impl Handler for CoreHandler {
     fn on_post(&mut self, ctx: &mut Ctx<'_, Self>, post: Post) {
         match post {
             Post::Welcome(conn) => self.join(ctx, conn),
-            Post::Deliver { target, mut frame } => self.deliver(ctx, &target, &mut frame),
+            Post::Deliver {
+                target,
+                mut frame,
+                bytes,
+            } => self.deliver(ctx, &target, &mut frame, bytes),
             Post::Outcome { reply, ok } => self.outcome(ctx, reply, ok),
         }
     }

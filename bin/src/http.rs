@@ -1,4 +1,5 @@
-//! Plain HTTP on the WebSocket port: health, readiness and the publish API.
+//! Plain HTTP on the WebSocket port: health, readiness, `/metrics`, the
+//! status page at `/` and the publish API.
 //!
 //! `POST /api/publish` takes the client protocol's JSON (`send`, `publish`
 //! or `broadcast`, plus an optional `"from"`, default `"api"`) with
@@ -14,6 +15,10 @@ use ringhub_proto::{ClientMessage, Recipient};
 use serde::Deserialize;
 
 use crate::handler::{CoreHandler, WS_PATH};
+use crate::snapshot::Snapshot;
+
+/// The live status page: one file, no build step, no CDN.
+const STATUS_PAGE: &str = include_str!("../static/status.html");
 
 const TEXT: &str = "text/plain; charset=utf-8";
 const JSON: &str = "application/json";
@@ -40,11 +45,14 @@ pub(crate) fn respond(
         }
         ("POST", "/api/publish") => publish(handler, ctx, request, body),
         (_, "/api/publish") => HttpResponse::new(405, TEXT, "use POST\n"),
-        (_, "/metrics" | "/") => HttpResponse::new(
-            404,
-            TEXT,
-            "not built yet: the status page and /metrics come with issue #8\n",
-        ),
+        ("GET" | "HEAD", "/metrics") => {
+            let mut text = String::with_capacity(8 * 1024);
+            crate::prometheus::render(&mut text, &Snapshot::read(node));
+            HttpResponse::new(200, crate::prometheus::CONTENT_TYPE, text)
+        }
+        ("GET" | "HEAD", "/" | "/index.html") => {
+            HttpResponse::new(200, "text/html; charset=utf-8", STATUS_PAGE)
+        }
         _ => HttpResponse::new(404, TEXT, "not found\n"),
     })
 }

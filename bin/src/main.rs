@@ -91,6 +91,7 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     let (server, poster) = Server::start_with_poster(engine_config(config, cores), move |core| {
         CoreHandler::new(handlers.clone(), core)
     })?;
+    let _ = node.engine_stats.set(server.stats_reader());
     let relay = match relay {
         None => None,
         Some(setup) => {

@@ -66,6 +66,30 @@ counters! {
     latency_micros_sum,
     /// Messages accepted by `POST /api/publish`.
     api_publishes,
+    /// Closes by the peer's close frame.
+    closed_peer,
+    /// Closes the server started (abuse, policy).
+    closed_local,
+    /// Closes for a protocol error.
+    closed_protocol,
+    /// Closes of slow consumers (send queue full).
+    closed_slow_consumer,
+    /// Closes by the handshake or idle timer.
+    closed_timeout,
+    /// Closes by a server shutdown (1001).
+    closed_shutdown,
+    /// Connections that ended without a close frame.
+    closed_vanished,
+    /// Bytes of client messages received.
+    bytes_in,
+    /// Bytes of message frames queued for local recipients.
+    bytes_out,
+    /// Frames a local recipient could not take (queue full or closing).
+    dropped_slow_consumer,
+    /// Commands sent to Redis.
+    redis_commands,
+    /// Redis commands that failed.
+    redis_errors,
 }
 
 impl Counters {

@@ -1,13 +1,17 @@
 //! What every core of the process shares: settings, the authenticator,
 //! the presence directory, connection ids, the broker and the counters.
 
-use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use ringhub_engine::StatsReader;
 
 use crate::auth::{Authenticator, KeyError};
 use crate::broker::Broker;
 use crate::config::{BroadcastPolicy, Config};
 use crate::connid::{ConnIds, random_server_number};
+use crate::latency::Latencies;
 use crate::metrics::{Counters, Totals};
 use crate::origin::{OriginPatternError, OriginPolicy};
 use crate::presence::Presence;
@@ -57,6 +61,11 @@ pub struct Node {
     pub open: AtomicUsize,
     /// One set per core, indexed by core id, and the relay's last.
     pub counters: Vec<Arc<Counters>>,
+    /// Latency histograms, laid out like `counters`.
+    pub latencies: Vec<Arc<Latencies>>,
+    /// The engine's counters, set once the engine has started.
+    pub engine_stats: OnceLock<StatsReader>,
+    pub started: Instant,
 }
 
 impl Node {
@@ -89,12 +98,20 @@ impl Node {
             broker,
             open: AtomicUsize::new(0),
             counters: (0..=cores.max(1)).map(|_| Arc::default()).collect(),
+            latencies: (0..=cores.max(1)).map(|_| Arc::default()).collect(),
+            engine_stats: OnceLock::new(),
+            started: Instant::now(),
         })
     }
 
     /// The relay thread's counters.
     pub fn relay_counters(&self) -> &Counters {
         &self.counters[self.counters.len() - 1]
+    }
+
+    /// The relay thread's latency histograms.
+    pub fn relay_latencies(&self) -> &Latencies {
+        &self.latencies[self.latencies.len() - 1]
     }
 
     /// Every core's counters summed.

@@ -255,6 +255,7 @@ impl Relay {
 
     fn send(&mut self, command: redis_lite::Cmd, why: Pending) {
         let id = self.client.send(command, Instant::now());
+        Counters::add(&self.node.relay_counters().redis_commands, 1);
         self.pending.insert(id, why);
     }
 
@@ -432,6 +433,9 @@ impl Relay {
         let Some(why) = self.pending.remove(&id) else {
             return;
         };
+        if result.is_err() {
+            Counters::add(&self.node.relay_counters().redis_errors, 1);
+        }
         match why {
             Pending::Ignore => {
                 if let Err(e) = result {
@@ -550,11 +554,17 @@ impl Relay {
             wire::Audience::Topic(t) => (Target::Topic(t.into()), presence.topics.cores(t)),
             wire::Audience::Everyone => (Target::Everyone, CoreSet::all(cores)),
         };
+        if let Some(ts) = crate::latency::message_ts(&relayed.frame) {
+            let millis = now_ms().saturating_sub(ts);
+            self.node.relay_latencies().remote.record(millis * 1000);
+        }
+        let bytes = relayed.frame.len();
         let frame = SharedFrame::text(relayed.frame);
         for core in holders.iter() {
             let post = Post::Deliver {
                 target: target.clone(),
                 frame: frame.clone(),
+                bytes,
             };
             if self.poster.post(core, post).is_err() {
                 Counters::add(&self.node.relay_counters().mailbox_full, 1);

@@ -289,8 +289,11 @@ fn http_endpoints() {
     assert!(body.contains("embedded"), "{body}");
     assert_eq!(server.http("GET", "/nope", &[], "").0, 404);
     let (status, body) = server.http("GET", "/metrics", &[], "");
-    assert_eq!(status, 404);
-    assert!(body.contains("#8"), "{body}");
+    assert_eq!(status, 200);
+    assert!(body.contains("ringhub_connections_active 0"), "{body}");
+    let (status, body) = server.http("GET", "/", &[], "");
+    assert_eq!(status, 200);
+    assert!(body.contains("<title>ringhub status</title>"), "{body}");
     // A plain GET of the WebSocket path asks for an upgrade.
     assert_eq!(server.http("GET", "/ws", &[], "").0, 426);
     // Without a configured key the publish API is off.
