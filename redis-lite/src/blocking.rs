@@ -8,7 +8,6 @@
 //! operations instead of readiness.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Read, Write};
 use std::net::ToSocketAddrs;
 use std::time::{Duration, Instant, SystemTime};
@@ -23,6 +22,7 @@ use crate::cmd::Cmd;
 use crate::config::Config;
 use crate::error::Error;
 use crate::pubsub_kind::{Message, SubKind};
+use crate::reply_slots::ReplySlots;
 use crate::value::Value;
 
 #[derive(Debug)]
@@ -42,7 +42,7 @@ pub struct BlockingClient {
     events: Events,
     sockets: Slab<Socket>,
     by_conn: HashMap<ConnId, usize>,
-    replies: HashMap<RequestId, Result<Value, Error>, BuildHasherDefault<IdHasher>>,
+    replies: ReplySlots<Result<Value, Error>>,
     inbox: VecDeque<Event>,
     read_buf: Box<[u8]>,
 }
@@ -71,7 +71,7 @@ impl BlockingClient {
             events: Events::with_capacity(64),
             sockets: Slab::new(),
             by_conn: HashMap::new(),
-            replies: HashMap::default(),
+            replies: ReplySlots::default(),
             inbox: VecDeque::new(),
             read_buf: vec![0; 256 * 1024].into_boxed_slice(),
         };
@@ -113,6 +113,7 @@ impl BlockingClient {
     /// Sends a command to one node (no routing, no redirects) and waits.
     pub fn query_node(&mut self, addr: &str, command: Cmd) -> Result<Value, Error> {
         let id = self.core.send_to(addr, command, Instant::now());
+        self.replies.expect(id);
         self.wait(id)
     }
 
@@ -126,19 +127,26 @@ impl BlockingClient {
             .into_iter()
             .map(|c| self.core.send(c, now))
             .collect();
+        for &id in &ids {
+            self.replies.expect(id);
+        }
         ids.into_iter().map(|id| self.wait(id)).collect()
     }
 
     /// Queues a command without waiting; it is written by the next call that
     /// waits ([`BlockingClient::wait`], [`BlockingClient::flush`], ...).
     pub fn send(&mut self, command: Cmd) -> RequestId {
-        self.core.send(command, Instant::now())
+        let id = self.core.send(command, Instant::now());
+        self.replies.expect(id);
+        id
     }
 
     /// Queues a command that the caller keeps and sends again (see
     /// [`Client::send_ref`]).
     pub fn send_ref(&mut self, command: &Cmd) -> RequestId {
-        self.core.send_ref(command, Instant::now())
+        let id = self.core.send_ref(command, Instant::now());
+        self.replies.expect(id);
+        id
     }
 
     /// Writes whatever is queued without waiting for replies.
@@ -149,7 +157,7 @@ impl BlockingClient {
     /// Waits for the reply to `id`. Bounded: every request has the
     /// configured request timeout, plus time for redirects and reconnects.
     pub fn wait(&mut self, id: RequestId) -> Result<Value, Error> {
-        if let Some(result) = self.replies.remove(&id) {
+        if let Some(result) = self.replies.take(id) {
             return result;
         }
         let config = self.core.config();
@@ -158,7 +166,7 @@ impl BlockingClient {
             * 3;
         let deadline = Instant::now() + guard;
         loop {
-            if let Some(result) = self.replies.remove(&id) {
+            if let Some(result) = self.replies.take(id) {
                 return result;
             }
             if Instant::now() >= deadline {
@@ -475,26 +483,6 @@ impl BlockingClient {
             out: VecDeque::new(),
         });
         self.by_conn.insert(conn, key);
-    }
-}
-
-/// Request ids are sequential numbers: they are their own hash.
-#[derive(Debug, Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 << 8) | u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
     }
 }
 

@@ -1,7 +1,7 @@
 //! RESP framing: commands out (hand-written, the hot path), replies in
 //! (decoded by `redis-protocol` straight from the receive buffer, zero-copy).
 
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use redis_protocol::resp2::types::BytesFrame as Resp2Frame;
 use redis_protocol::resp3::types::BytesFrame as Resp3Frame;
 
@@ -76,6 +76,11 @@ fn decode_scalar(buf: &mut BytesMut, protocol: Protocol) -> Scalar {
             if header.contains(&b'\n') || (kind == b'-' && std::str::from_utf8(header).is_err()) {
                 return Scalar::Other;
             }
+            if kind == b'+' && header == b"OK" {
+                // The most common reply of all, without touching the buffer's refcount.
+                buf.advance(5);
+                return Scalar::Frame(Frame::Reply(Ok(Value::Status(Bytes::from_static(b"OK")))));
+            }
             let mut line = buf.split_to(line_end + 2).freeze();
             line.truncate(line_end);
             let text = line.slice(1..);
@@ -87,18 +92,18 @@ fn decode_scalar(buf: &mut BytesMut, protocol: Protocol) -> Scalar {
         }
         b':' => match parse_i64(header) {
             Some(n) => {
-                let _ = buf.split_to(line_end + 2);
+                buf.advance(line_end + 2);
                 Ok(Value::Int(n))
             }
             None => return Scalar::Other,
         },
         b'_' if protocol == Protocol::Resp3 && header.is_empty() => {
-            let _ = buf.split_to(3);
+            buf.advance(3);
             Ok(Value::Nil)
         }
         b'$' => match parse_i64(header) {
             Some(-1) if protocol == Protocol::Resp2 => {
-                let _ = buf.split_to(line_end + 2);
+                buf.advance(line_end + 2);
                 Ok(Value::Nil)
             }
             Some(len) if len >= 0 => {

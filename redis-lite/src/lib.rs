@@ -93,6 +93,7 @@ mod conn;
 mod error;
 mod pubsub;
 mod pubsub_kind;
+mod reply_slots;
 mod scan;
 mod slot;
 mod slot_map;
