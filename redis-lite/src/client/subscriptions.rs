@@ -15,11 +15,13 @@ use crate::slot::key_slot;
 use crate::value::Value;
 
 impl Client {
-    pub(super) fn sub_target(&self, kind: SubKind, channel: &[u8]) -> Option<usize> {
+    /// The node a subscription belongs on: the only one, or on a cluster the
+    /// master of the slot of its name (sharded channels must be there; plain
+    /// channels and patterns may be anywhere, and spread this way).
+    pub(super) fn sub_target(&self, channel: &[u8]) -> Option<usize> {
         if !self.config.cluster {
             return Some(0);
         }
-        let _ = kind;
         self.slots.get(key_slot(channel))
     }
 
@@ -41,7 +43,7 @@ impl Client {
             let Some(state) = self.subs.state(kind, &channel) else {
                 continue;
             };
-            let Some(node) = self.sub_target(kind, &channel) else {
+            let Some(node) = self.sub_target(&channel) else {
                 continue;
             };
             match state {
