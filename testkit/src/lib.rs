@@ -4,6 +4,19 @@
 //!
 //! Every wait is bounded; a node that does not come up fails the test with
 //! its log.
+//!
+//! ```no_run
+//! use ringhub_testkit::{RedisCluster, RedisServer};
+//!
+//! let server = RedisServer::start(); // or start_with(&["--requirepass", "pw"])
+//! println!("{}", server.url()); // redis://127.0.0.1:<port>
+//!
+//! let mut cluster = RedisCluster::start(); // 3 masters + 3 replicas, healthy
+//! let victim = cluster.master_ports()[0];
+//! cluster.kill(victim); // a replica takes over within a few seconds
+//! cluster.restart(victim); // back as a replica; waits until healthy
+//! cluster.migrate_slot(866, cluster.master_ports()[1]);
+//! ```
 #![forbid(unsafe_code)]
 
 mod cluster;

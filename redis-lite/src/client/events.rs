@@ -22,7 +22,7 @@ pub struct ConnId {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Open a TCP connection to `addr` (`host:port`), then call
-    /// [`Client::handle_connected`] or [`Client::handle_disconnected`].
+    /// [`Client::handle_connected`](super::Client::handle_connected) or [`Client::handle_disconnected`](super::Client::handle_disconnected).
     Connect {
         /// The socket's name in later calls.
         conn: ConnId,
@@ -41,7 +41,7 @@ pub enum Action {
 pub enum Event {
     /// The reply to a request (or why there will be none).
     Reply {
-        /// The id [`Client::send`] returned.
+        /// The id [`Client::send`](super::Client::send) returned.
         id: RequestId,
         /// The reply.
         result: Result<Value, Error>,
