@@ -30,12 +30,16 @@ use crate::pubsub_kind::SubKind;
 use crate::slot::key_slot;
 use crate::slot_map::{SlotTable, Topology};
 
+/// A node gets up to two connections: one for commands, and one for
+/// subscriptions, which a RESP2 connection cannot mix with other commands
+/// and which should not queue behind a long pipeline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
     Command = 0,
     PubSub = 1,
 }
 
+/// Whose reply it is: the caller's, or one part of a split command's.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Dest {
     User(RequestId),
@@ -47,7 +51,9 @@ pub(crate) enum Dest {
 pub(crate) enum Tag {
     Request {
         dest: Dest,
+        /// MOVED/ASK followed so far.
         redirects: u8,
+        /// Sent to a named node: its redirects go back to the caller.
         direct: bool,
     },
     Asking,
@@ -61,6 +67,8 @@ pub(crate) enum Tag {
     },
 }
 
+/// One connection slot of a node: the connection if any, and the state
+/// of its reconnects. Its index is the `ConnId` the driver sees.
 #[derive(Debug)]
 struct Link {
     node: usize,
@@ -75,6 +83,7 @@ struct Link {
     dirty: bool,
 }
 
+/// One Redis node by address, with its connections.
 #[derive(Debug)]
 struct Node {
     addr: String,
@@ -82,15 +91,22 @@ struct Node {
     in_topology: bool,
 }
 
+/// Slot-map refreshes: at most one in flight, at most one per
+/// `min_refresh_interval`; requests in between coalesce.
 #[derive(Debug, Default)]
 struct Refresh {
     in_flight: bool,
     /// A refresh found no connection up: the first one to come up asks.
     waiting_for_link: bool,
+    /// Asked for while one was in flight.
     again: bool,
+    /// When the last one was sent.
     last: Option<Instant>,
+    /// When the next one is due.
     scheduled: Option<Instant>,
+    /// The server has no `CLUSTER SHARDS` (before Redis 7).
     use_slots: bool,
+    /// Why the last one failed, for the errors of requests waiting on it.
     last_error: String,
 }
 
