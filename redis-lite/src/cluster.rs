@@ -44,14 +44,29 @@ pub(crate) struct Split {
 
 /// Decides where `command` goes.
 pub(crate) fn route(command: &Cmd) -> Route {
-    let name = command.name_upper();
-    let args: Vec<&[u8]> = command.args().skip(1).collect();
-    match name.as_str() {
-        "MGET" => split(&name, &args, 1, Merge::Positional),
-        "DEL" | "UNLINK" | "EXISTS" | "TOUCH" => split(&name, &args, 1, Merge::Sum),
-        "MSET" => split(&name, &args, 2, Merge::AllOk),
-        "MSETNX" => same_slot(args.iter().step_by(2).copied()),
+    let mut words = command.args();
+    let Some(raw_name) = words.next() else {
+        return Route::Any;
+    };
+    // Upper-cased on the stack: routing allocates only for multi-key commands.
+    let mut buf = [0u8; 16];
+    let Some(upper) = buf.get_mut(..raw_name.len()) else {
+        // No command has a name this long: route by its first argument.
+        return words
+            .next()
+            .map_or(Route::Any, |k| Route::Slot(key_slot(k)));
+    };
+    upper.copy_from_slice(raw_name);
+    upper.make_ascii_uppercase();
+    let name = std::str::from_utf8(upper).unwrap_or("");
+    let all_args = || command.args().skip(1).collect::<Vec<&[u8]>>();
+    match name {
+        "MGET" => split(name, &all_args(), 1, Merge::Positional),
+        "DEL" | "UNLINK" | "EXISTS" | "TOUCH" => split(name, &all_args(), 1, Merge::Sum),
+        "MSET" => split(name, &all_args(), 2, Merge::AllOk),
+        "MSETNX" => same_slot(words.step_by(2)),
         "EVAL" | "EVALSHA" | "EVAL_RO" | "EVALSHA_RO" | "FCALL" | "FCALL_RO" => {
+            let args = all_args();
             let Some(n) = args
                 .get(1)
                 .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
@@ -67,6 +82,7 @@ pub(crate) fn route(command: &Cmd) -> Route {
             }
         }
         "XREAD" | "XREADGROUP" => {
+            let args = all_args();
             match args.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS")) {
                 Some(i) => {
                     let rest = &args[i + 1..];
@@ -75,9 +91,9 @@ pub(crate) fn route(command: &Cmd) -> Route {
                 None => Route::Unroutable("XREAD without STREAMS"),
             }
         }
-        "OBJECT" | "MEMORY" | "XINFO" => {
-            args.get(1).map_or(Route::Any, |k| Route::Slot(key_slot(k)))
-        }
+        "OBJECT" | "MEMORY" | "XINFO" => words
+            .nth(1)
+            .map_or(Route::Any, |k| Route::Slot(key_slot(k))),
         "SUBSCRIBE" | "PSUBSCRIBE" | "SSUBSCRIBE" | "UNSUBSCRIBE" | "PUNSUBSCRIBE"
         | "SUNSUBSCRIBE" => Route::Unroutable(
             "subscriptions go through Client::subscribe, which routes and replays them",
@@ -92,8 +108,8 @@ pub(crate) fn route(command: &Cmd) -> Route {
         }
         "PING" | "ECHO" | "TIME" | "INFO" | "CLUSTER" | "COMMAND" | "PUBLISH" | "PUBSUB"
         | "CONFIG" | "CLIENT" | "HELLO" | "LASTSAVE" | "ROLE" | "LOLWUT" | "ACL" => Route::Any,
-        _ => args
-            .first()
+        _ => words
+            .next()
             .map_or(Route::Any, |k| Route::Slot(key_slot(k))),
     }
 }
