@@ -403,6 +403,24 @@ mod auth {
     }
 
     #[test]
+    fn es256_tokens_verify_against_the_configured_public_key() {
+        let keys = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/keys");
+        let server = Ringhub::start(&["--jwt-public-key", &format!("{keys}/ec-public.pem")]);
+        let private = std::fs::read(format!("{keys}/ec-private.pem")).unwrap();
+        let key = EncodingKey::from_ec_pem(&private).unwrap();
+        let claims = json!({"sub": "erin", "exp": exp()});
+        let es = encode(&Header::new(Algorithm::ES256), &claims, &key).unwrap();
+        let mut c = server.connect(&format!("token={es}"), &[]);
+        assert_eq!(welcome(&mut c)["user"], "erin");
+        // An HS256 token is refused when only a public key is configured.
+        let (status, _) = server
+            .try_connect("/ws", &format!("token={}", token(claims)), &[])
+            .err()
+            .unwrap();
+        assert_eq!(status, 401);
+    }
+
+    #[test]
     fn broadcast_needs_the_claim() {
         let server = Ringhub::start(&["--jwt-secret", SECRET]);
         let plain = token(json!({"sub": "alice", "exp": exp()}));
@@ -445,6 +463,22 @@ fn sigterm_closes_clients_with_1001_and_exits_0() {
         assert_eq!(c.recv_close(), Some(1001));
     }
     assert!(server.wait_exit().success(), "{}", server.log());
+}
+
+#[test]
+fn a_public_address_without_auth_is_refused() {
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_ringhub"))
+            .args(args)
+            .env_remove("RINGHUB_JWT_SECRET")
+            .env_remove("RINGHUB_JWT_PUBLIC_KEY")
+            .output()
+            .unwrap()
+    };
+    let output = run(&["--listen", "0.0.0.0:0"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--insecure"), "{stderr}");
 }
 
 #[test]
