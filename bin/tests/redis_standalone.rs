@@ -126,6 +126,15 @@ fn two_servers_deliver_sends_and_publishes_exactly_once() {
         c.expect_quiet(QUIET);
     }
     assert!(bob_a.sync().is_empty(), "not subscribed");
+
+    // A server holds a topic's channel only while it has local subscribers:
+    // one of a's two leaves (a keeps the channel), then the other closes
+    // (a unsubscribes; b still listens).
+    alice[0].send(json!({"type": "unsubscribe", "topic": "room"}));
+    alice[0].sync();
+    wait_subscribers(&redis, "room", 2);
+    drop(alice.remove(1));
+    wait_subscribers(&redis, "room", 1);
 }
 
 #[test]
