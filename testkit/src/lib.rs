@@ -1,6 +1,8 @@
 //! Real Redis for tests: a standalone `redis-server` or a 3-master +
 //! 3-replica Redis Cluster on free local ports, in temporary directories,
 //! stopped by PID when dropped (a panicking test unwinds through `Drop` too).
+//! Also a CloudWatch-compatible endpoint ([`MotoCloudWatch`]: moto's server
+//! mode behind an rpc-v2-cbor translator).
 //!
 //! Every wait is bounded; a node that does not come up fails the test with
 //! its log.
@@ -20,10 +22,12 @@
 #![forbid(unsafe_code)]
 
 mod cluster;
+mod moto;
 mod ports;
 mod server;
 
 pub use cluster::RedisCluster;
+pub use moto::{CREDENTIALS as MOTO_CREDENTIALS, MotoCloudWatch};
 pub use server::{RedisServer, cli, raw_command};
 
 /// Panics with an install hint unless `redis-server` and `redis-cli` run.
