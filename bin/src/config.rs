@@ -156,6 +156,24 @@ pub struct Config {
     /// Log line format.
     #[arg(long, env = "RINGHUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Push metrics to CloudWatch (needs a build with the `cloudwatch`
+    /// feature, the default). Credentials and region: the standard AWS chain.
+    #[arg(long, env = "RINGHUB_CLOUDWATCH", default_value_t = false, action = clap::ArgAction::Set)]
+    pub cloudwatch: bool,
+
+    /// CloudWatch namespace of the pushed metrics.
+    #[arg(long, env = "RINGHUB_CLOUDWATCH_NAMESPACE", default_value = "Ringhub")]
+    pub cloudwatch_namespace: String,
+
+    /// Seconds between two CloudWatch pushes.
+    #[arg(long, env = "RINGHUB_CLOUDWATCH_INTERVAL_SECS", default_value_t = 60)]
+    pub cloudwatch_interval_secs: u64,
+
+    /// CloudWatch endpoint URL other than AWS's (a VPC endpoint, a test
+    /// double). Unset: the region's.
+    #[arg(long, env = "RINGHUB_CLOUDWATCH_ENDPOINT")]
+    pub cloudwatch_endpoint: Option<String>,
 }
 
 /// A configuration the server refuses to start with.
@@ -239,6 +257,13 @@ impl Config {
         if self.message_burst == 0 || self.message_rate == 0 {
             return Err(ConfigError::Conflict(
                 "RINGHUB_MESSAGE_RATE and RINGHUB_MESSAGE_BURST must be at least 1".into(),
+            ));
+        }
+        if self.cloudwatch_interval_secs == 0 {
+            return Err(bad(
+                "cloudwatch-interval-secs",
+                "RINGHUB_CLOUDWATCH_INTERVAL_SECS",
+                "must be at least 1",
             ));
         }
         if self.handshake_rate == 0 {

@@ -63,6 +63,16 @@ impl HistogramSnapshot {
         s
     }
 
+    /// What was recorded after `earlier` (a reading of the same writers).
+    pub fn since(&self, earlier: &HistogramSnapshot) -> HistogramSnapshot {
+        let mut d = *self;
+        for (n, before) in d.buckets.iter_mut().zip(&earlier.buckets) {
+            *n = n.saturating_sub(*before);
+        }
+        d.sum_micros = d.sum_micros.saturating_sub(earlier.sum_micros);
+        d
+    }
+
     pub fn count(&self) -> u64 {
         self.buckets.iter().sum()
     }
@@ -210,6 +220,19 @@ mod tests {
         assert_eq!(s.buckets[0], 2);
         assert_eq!(s.buckets[4], 1, "700 µs is in (500, 1000]");
         assert_eq!(s.mean_micros(), 240.0);
+    }
+
+    #[test]
+    fn since_subtracts_an_earlier_reading() {
+        let h = Histogram::default();
+        h.record(10);
+        let earlier = HistogramSnapshot::sum([&h]);
+        h.record(10);
+        h.record(2_000);
+        let d = HistogramSnapshot::sum([&h]).since(&earlier);
+        assert_eq!(d.count(), 2);
+        assert_eq!(d.sum_micros, 2_010);
+        assert_eq!(d.buckets[0], 1);
     }
 
     #[test]

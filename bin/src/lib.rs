@@ -5,6 +5,9 @@
 
 pub mod auth;
 pub mod broker;
+pub mod cloudwatch;
+#[cfg(feature = "cloudwatch")]
+pub mod cloudwatch_push;
 pub mod config;
 pub mod connid;
 pub mod handler;

@@ -92,6 +92,7 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
         CoreHandler::new(handlers.clone(), core)
     })?;
     let _ = node.engine_stats.set(server.stats_reader());
+    let cloudwatch = ringhub::cloudwatch::start(&node, config)?;
     let relay = match relay {
         None => None,
         Some(setup) => {
@@ -111,6 +112,9 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
         server.local_addr()
     );
     server.run_until_signal()?;
+    if let Some(pusher) = cloudwatch {
+        pusher.stop();
+    }
     // Every connection got its 1001 and left the hub, so the relay has
     // queued their route removals; now the server's own entries go.
     node.broker.shutdown();
