@@ -1,0 +1,98 @@
+//! Heartbeat traffic does not grow with connections: a real `ringhub` on a
+//! real `redis-server`, its Redis commands counted with `INFO commandstats`
+//! over the same window of heartbeats with few and with many idle
+//! connections. (The 100k figure is in bin/README.md, measured with the
+//! bench, which holds more sockets than one test process may.)
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::{Client, Ringhub};
+use ringhub_testkit::{RedisServer, require_redis};
+
+const FEW: usize = 100;
+const MANY: usize = 3_000;
+/// Heartbeats in a window (one per second).
+const BEATS: u64 = 4;
+
+/// Calls per command since the last `CONFIG RESETSTAT`.
+fn command_calls(redis: &RedisServer) -> BTreeMap<String, u64> {
+    redis
+        .cli(&["INFO", "commandstats"])
+        .lines()
+        .filter_map(|l| {
+            let (name, rest) = l.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+/// The commands Redis received during `BEATS` heartbeats of idle time.
+fn idle_window(redis: &RedisServer) -> BTreeMap<String, u64> {
+    // Let the routes of the last connections reach Redis first.
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(redis.cli(&["CONFIG", "RESETSTAT"]).contains("OK"));
+    std::thread::sleep(Duration::from_secs(BEATS));
+    let mut calls = command_calls(redis);
+    // Our own INFO call.
+    calls.remove("info");
+    calls
+}
+
+fn connect(server: &Ringhub, clients: &mut Vec<Client>, upto: usize) {
+    while clients.len() < upto {
+        let mut c = server.connect(&format!("user=idle{}", clients.len()), &[]);
+        assert_eq!(c.recv()["type"], "welcome");
+        clients.push(c);
+    }
+}
+
+#[test]
+fn heartbeat_commands_do_not_grow_with_idle_connections() {
+    require_redis();
+    let redis = RedisServer::start();
+    let server = Ringhub::start(&[
+        "--redis",
+        &redis.url(),
+        "--server-id",
+        "hb-1",
+        "--heartbeat-secs",
+        "1",
+    ]);
+    let mut clients = Vec::new();
+    connect(&server, &mut clients, FEW);
+    let few = idle_window(&redis);
+    connect(&server, &mut clients, MANY);
+    let many = idle_window(&redis);
+    eprintln!(
+        "commands in {BEATS} heartbeats: {FEW} connections {few:?}, {MANY} connections {many:?}"
+    );
+
+    let beats = few.get("zadd").copied().unwrap_or(0);
+    assert!(
+        (BEATS - 1..=BEATS + 1).contains(&beats),
+        "one ZADD per heartbeat: {few:?}"
+    );
+    for (command, &calls) in &many {
+        // Route TTLs are refreshed in bulk every tenth heartbeat: one
+        // EXPIRE per user, whichever window that falls in.
+        if command == "expire" {
+            assert!(calls == 0 || calls as usize == MANY, "{many:?}");
+            continue;
+        }
+        let before = few.get(command).copied().unwrap_or(0);
+        assert!(
+            calls <= before + 2,
+            "{command}: {calls} calls with {MANY} connections, {before} with {FEW}"
+        );
+    }
+    assert_eq!(clients.len(), MANY);
+}
