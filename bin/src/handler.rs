@@ -13,6 +13,7 @@ use ringhub_engine::{
 };
 use ringhub_proto::{ClientMessage, OutgoingMessage, Recipient};
 use serde_json::value::RawValue;
+use tracing::debug;
 
 use crate::auth::{AuthError, Identity, dev_identity};
 use crate::broker::{Audience, Forward, Forwarded, ReplyTo};
@@ -209,6 +210,8 @@ impl CoreHandler {
         self.out.clear();
         let id = self.node.conn_ids.next();
         ringhub_proto::write_welcome(&mut self.out, &user, id, &self.node.settings.server_id);
+        // One line per connection: debug only, a busy server opens thousands a second.
+        debug!(user = %user, conn = id, core = self.core, "connection opened");
         self.reply(ctx, conn);
     }
 
@@ -597,6 +600,7 @@ impl Handler for CoreHandler {
         };
         self.node.open.fetch_sub(1, Ordering::Relaxed);
         self.count(|c| &c.connections_closed);
+        debug!(user = %user, core = self.core, reason = ?reason, "connection closed");
         let c = &self.counters;
         let by_reason = match reason {
             CloseReason::Peer(_) => &c.closed_peer,

@@ -47,7 +47,7 @@ pub const WAKE: Token = Token(usize::MAX);
 /// Longest a shutdown waits for Redis to confirm this server's removal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// Heartbeats between two bulk refreshes of the route TTLs.
+/// Heartbeats over which one round of route TTL refreshes is spread.
 const TTL_REFRESH_EVERY: u64 = 10;
 
 /// What the relay needs to start.
@@ -126,6 +126,9 @@ pub struct Relay {
     route_ttl_secs: u64,
     next_beat: Instant,
     beats: u64,
+    /// Users whose route TTL this round still has to refresh: taken every
+    /// `TTL_REFRESH_EVERY` beats, sent a tenth per beat.
+    ttl_due: Vec<Box<str>>,
     stopping: Option<Instant>,
     read_buf: Box<[u8]>,
 }
@@ -188,6 +191,7 @@ impl Relay {
             route_ttl_secs: (hb.as_secs() * TTL_REFRESH_EVERY * 3).max(60),
             next_beat: Instant::now(),
             beats: 0,
+            ttl_due: Vec::new(),
             stopping: None,
             read_buf: vec![0; 256 * 1024].into_boxed_slice(),
         })
@@ -661,12 +665,24 @@ impl Relay {
         let scan = cmd("ZRANGEBYSCORE").arg("servers").arg("-inf").arg(silent);
         self.send(scan, Pending::DeadServers);
         self.beats += 1;
-        if self.beats.is_multiple_of(TTL_REFRESH_EVERY) {
-            let ttl = self.route_ttl_secs;
-            for user in self.node.presence.users.names() {
-                let expire = cmd("EXPIRE").arg(key("user_servers:", &user)).arg(ttl);
-                self.send(expire, Pending::Ignore);
-            }
+        self.refresh_route_ttls();
+    }
+
+    /// Refreshes the route TTLs of this server's users, spread over
+    /// `TTL_REFRESH_EVERY` beats, so Redis sees a steady trickle of EXPIREs
+    /// (one pipeline per beat) instead of one burst per round.
+    fn refresh_route_ttls(&mut self) {
+        let round = self.beats % TTL_REFRESH_EVERY;
+        if round == 0 {
+            self.ttl_due = self.node.presence.users.names();
+        }
+        let beats_left = (TTL_REFRESH_EVERY - round) as usize;
+        let now = self.ttl_due.len().div_ceil(beats_left);
+        let ttl = self.route_ttl_secs;
+        let start = self.ttl_due.len() - now;
+        for user in self.ttl_due.split_off(start) {
+            let expire = cmd("EXPIRE").arg(key("user_servers:", &user)).arg(ttl);
+            self.send(expire, Pending::Ignore);
         }
     }
 

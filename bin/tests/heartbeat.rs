@@ -82,10 +82,11 @@ fn heartbeat_commands_do_not_grow_with_idle_connections() {
         "one ZADD per heartbeat: {few:?}"
     );
     for (command, &calls) in &many {
-        // Route TTLs are refreshed in bulk every tenth heartbeat: one
-        // EXPIRE per user, whichever window that falls in.
+        // Each user's route TTL is refreshed once per ten heartbeats,
+        // spread over them: at most a tenth of the users per beat.
         if command == "expire" {
-            assert!(calls == 0 || calls as usize == MANY, "{many:?}");
+            let most = (BEATS as usize + 1) * MANY.div_ceil(10);
+            assert!((calls as usize) <= most, "a burst of EXPIREs: {many:?}");
             continue;
         }
         let before = few.get(command).copied().unwrap_or(0);
