@@ -23,9 +23,8 @@ impl RedisCluster {
         crate::require_redis();
         let nodes: Vec<RedisServer> = (0..6)
             .map(|_| {
-                let port = free_port(true);
                 RedisServer::spawn(
-                    port,
+                    free_port(true),
                     [
                         "--cluster-enabled",
                         "yes",

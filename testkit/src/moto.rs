@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::ports::free_port;
+use crate::ports::{PortLease, free_port};
 
 const INSTALL: &str =
     "install it with `pip install 'moto[server]'` (scripts/test puts it in .venv)";
@@ -27,6 +27,8 @@ pub struct MotoCloudWatch {
     proxy: Child,
     moto_port: u16,
     proxy_port: u16,
+    /// Keeps other test processes off moto's port while it lives.
+    _moto_lease: PortLease,
 }
 
 impl MotoCloudWatch {
@@ -40,7 +42,8 @@ impl MotoCloudWatch {
         } else {
             PathBuf::from("python3")
         };
-        let moto_port = free_port(false);
+        let moto_lease = free_port(false);
+        let moto_port = moto_lease.port();
         let moto = Command::new(&moto_server)
             .args(["-H", "127.0.0.1", "-p", &moto_port.to_string()])
             .envs(CREDENTIALS)
@@ -65,6 +68,7 @@ impl MotoCloudWatch {
             proxy,
             moto_port,
             proxy_port: 0,
+            _moto_lease: moto_lease,
         };
         let mut line = String::new();
         let _ = BufReader::new(stdout).read_line(&mut line);

@@ -6,12 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::ports::free_port;
+use crate::ports::{PortLease, free_port};
 
 /// A `redis-server` on 127.0.0.1, killed when dropped.
 #[derive(Debug)]
 pub struct RedisServer {
     port: u16,
+    /// Keeps other test processes off this port while the server lives.
+    _lease: PortLease,
     dir: tempfile::TempDir,
     args: Vec<String>,
     child: Option<Child>,
@@ -27,20 +29,23 @@ impl RedisServer {
     /// (for example `["--requirepass", "pw"]`).
     pub fn start_with(args: &[&str]) -> Self {
         crate::require_redis();
-        let port = free_port(false);
-        let server = Self::spawn(port, args.iter().map(|s| (*s).to_owned()).collect());
+        let server = Self::spawn(
+            free_port(false),
+            args.iter().map(|s| (*s).to_owned()).collect(),
+        );
         server.wait_ready(Duration::from_secs(10));
         server
     }
 
     /// Spawns without waiting (the cluster starts six at once).
-    pub(crate) fn spawn(port: u16, args: Vec<String>) -> Self {
+    pub(crate) fn spawn(lease: PortLease, args: Vec<String>) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("ringhub-redis-")
             .tempdir()
             .expect("create a temp dir for redis");
         let mut server = Self {
-            port,
+            port: lease.port(),
+            _lease: lease,
             dir,
             args,
             child: None,
