@@ -157,6 +157,11 @@ pub struct Config {
     #[arg(long, env = "RINGHUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
+    /// Serve `/metrics` on this address (an admin port) instead of the
+    /// WebSocket port. Unset: on the WebSocket port.
+    #[arg(long, env = "RINGHUB_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+
     /// Push metrics to CloudWatch (needs a build with the `cloudwatch`
     /// feature, the default). Credentials and region: the standard AWS chain.
     #[arg(long, env = "RINGHUB_CLOUDWATCH", default_value_t = false, action = clap::ArgAction::Set)]

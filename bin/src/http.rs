@@ -45,6 +45,9 @@ pub(crate) fn respond(
         }
         ("POST", "/api/publish") => publish(handler, ctx, request, body),
         (_, "/api/publish") => HttpResponse::new(405, TEXT, "use POST\n"),
+        ("GET" | "HEAD", "/metrics") if !node.settings.metrics_on_main_port => {
+            HttpResponse::new(404, TEXT, "metrics are served on RINGHUB_METRICS_LISTEN\n")
+        }
         ("GET" | "HEAD", "/metrics") => {
             let mut text = String::with_capacity(8 * 1024);
             crate::prometheus::render(&mut text, &Snapshot::read(node));

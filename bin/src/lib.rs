@@ -3,6 +3,7 @@
 //! servers, wired onto the engine by `main.rs`.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod auth;
 pub mod broker;
 pub mod cloudwatch;

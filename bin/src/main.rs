@@ -93,6 +93,9 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     })?;
     let _ = node.engine_stats.set(server.stats_reader());
     let cloudwatch = ringhub::cloudwatch::start(&node, config)?;
+    if let Some(addr) = config.metrics_listen {
+        ringhub::admin::start(node.clone(), addr)?;
+    }
     let relay = match relay {
         None => None,
         Some(setup) => {

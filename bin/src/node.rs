@@ -36,6 +36,8 @@ pub struct Settings {
     pub max_topics: usize,
     pub broadcast: BroadcastPolicy,
     pub api_key: Option<String>,
+    /// `/metrics` on the WebSocket port (false when an admin port serves it).
+    pub metrics_on_main_port: bool,
 }
 
 /// A startup failure of the node (before any socket is opened).
@@ -88,6 +90,7 @@ impl Node {
             max_topics: config.max_topics_per_connection,
             broadcast: config.broadcast,
             api_key: config.api_key.clone(),
+            metrics_on_main_port: config.metrics_listen.is_none(),
         };
         Ok(Node {
             settings,

@@ -210,3 +210,35 @@ fn client_reported_latency_lands_in_its_histogram() {
     assert_eq!(m["ringhub_client_latency_seconds_count"], 4.0);
     assert!((m["ringhub_client_latency_seconds_sum"] - 0.0462).abs() < 1e-9);
 }
+
+#[test]
+fn an_admin_port_serves_metrics_instead_of_the_websocket_port() {
+    let server = Ringhub::start(&["--metrics-listen", "127.0.0.1:0"]);
+    let log = server.log();
+    let admin: std::net::SocketAddr = log
+        .split("metrics on http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|addr| addr.parse().ok())
+        .unwrap_or_else(|| panic!("no admin address in the log:\n{log}"));
+    let _c = joined(&server, "user=x");
+
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(admin).expect("connect to the admin port");
+        s.set_read_timeout(Some(common::WAIT)).expect("timeout");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+        let mut response = String::new();
+        let _ = s.read_to_string(&mut response);
+        response
+    };
+    let metrics = get("/metrics");
+    assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+    assert!(
+        metrics.contains("\nringhub_connections_active 1\n"),
+        "{metrics}"
+    );
+    assert!(get("/nope").starts_with("HTTP/1.1 404"));
+    let (status, body) = server.http("GET", "/metrics", &[], "");
+    assert_eq!(status, 404, "not on the public port: {body}");
+}
