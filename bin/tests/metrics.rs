@@ -242,3 +242,60 @@ fn an_admin_port_serves_metrics_instead_of_the_websocket_port() {
     let (status, body) = server.http("GET", "/metrics", &[], "");
     assert_eq!(status, 404, "not on the public port: {body}");
 }
+
+#[test]
+fn cross_server_deliveries_are_timed_and_redis_commands_counted() {
+    ringhub_testkit::require_redis();
+    let redis = ringhub_testkit::RedisServer::start();
+    let start = |id: &str| {
+        Ringhub::start(&[
+            "--redis",
+            &redis.url(),
+            "--server-id",
+            id,
+            "--heartbeat-secs",
+            "1",
+        ])
+    };
+    let (a, b) = (start("m-a"), start("m-b"));
+    let mut bob = joined(&b, "user=bob");
+    let mut alice = joined(&a, "user=alice");
+    // Until b's route for bob is in Redis, a answers remote_unavailable or
+    // finds nobody; retry (bounded) until a message gets through.
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        alice.send(json!({"type": "send", "to": "bob", "data": 1, "id": 1}));
+        alice.sync();
+        bob.ws
+            .get_ref()
+            .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+            .expect("timeout");
+        if let Ok(tungstenite::Message::Text(text)) = bob.ws.read() {
+            assert!(text.as_str().contains("\"from\":\"alice\""), "{text}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing reached bob");
+    }
+    // Every message b delivered came through Redis and was timed.
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        let on_b = scrape(&b);
+        let delivered = on_b["ringhub_messages_delivered_total"];
+        let timed = on_b["ringhub_delivery_latency_seconds_count{path=\"remote\"}"];
+        if delivered >= 1.0 && timed == delivered {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "delivered {delivered}, timed {timed}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let on_a = scrape(&a);
+    assert!(on_a["ringhub_redis_commands_total"] > 0.0);
+    assert_eq!(on_a["ringhub_redis_errors_total"], 0.0);
+    assert_eq!(
+        on_a["ringhub_delivery_latency_seconds_count{path=\"remote\"}"], 0.0,
+        "a received nothing through Redis"
+    );
+}
