@@ -7,30 +7,8 @@ use std::path::PathBuf;
 
 use common::Ringhub;
 
-/// The workspace venv's Python (made by `scripts/test`), `$PYTHON`, or
-/// `python3`, as long as it has `websockets`; otherwise fail saying how to
-/// get it.
 fn python_with_websockets() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    let candidates = [
-        std::env::var_os("PYTHON").map(PathBuf::from),
-        Some(venv),
-        Some(PathBuf::from("python3")),
-    ];
-    for python in candidates.into_iter().flatten() {
-        let ok = std::process::Command::new(&python)
-            .args(["-c", "import websockets"])
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if ok {
-            return python;
-        }
-    }
-    panic!(
-        "this test needs Python's `websockets`: run `python3 -m venv .venv && \
-         .venv/bin/pip install -r scripts/requirements-test.txt` at the workspace root \
-         (scripts/test does it), or set PYTHON to an interpreter that has it"
-    );
+    ringhub_testkit::python_with("websockets")
 }
 
 /// Two Python clients chat through the server: a welcome each, a large

@@ -303,26 +303,9 @@ fn connections_spill_over_into_more_file_tables() {
     stop(server);
 }
 
-/// A Python interpreter that has `websockets`, or a failure saying how to
-/// get one.
-fn python_with_websockets() -> String {
-    let python = std::env::var("PYTHON").unwrap_or_else(|_| "python3".into());
-    let ok = std::process::Command::new(&python)
-        .args(["-c", "import websockets"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        ok,
-        "this test needs Python's `websockets`: run `python3 -m venv .venv && \
-         .venv/bin/pip install -r scripts/requirements-test.txt` and put .venv/bin \
-         on PATH (scripts/test does both), or set PYTHON"
-    );
-    python
-}
-
 #[test]
 fn permessage_deflate_interoperates_with_python_websockets() {
-    let python = python_with_websockets();
+    let python = ringhub_testkit::python_with("websockets");
     let server = start(2, |_| {});
     let script = r#"
 import asyncio, sys, websockets

@@ -665,24 +665,8 @@ with connect(url, extensions=extensions, compression=None, max_size=2**22) as ws
     assert ws.recv() == b"\x00\x01" * 4096
 "#;
 
-    /// `RINGHUB_PYTHON`, else the venv `scripts/test` makes, else `python3`.
-    fn python() -> String {
-        let venv = concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv/bin/python");
-        let python = std::env::var("RINGHUB_PYTHON").unwrap_or_else(|_| {
-            let venv_exists = std::path::Path::new(venv).exists();
-            if venv_exists { venv } else { "python3" }.to_owned()
-        });
-        let probe = Command::new(&python)
-            .args(["-c", "import websockets"])
-            .output();
-        match probe {
-            Ok(out) if out.status.success() => python,
-            _ => panic!(
-                "this test needs Python with the `websockets` package: run `bash scripts/test`, \
-                 or `python3 -m pip install websockets==15.0.1` (or point RINGHUB_PYTHON at a \
-                 python that has it)"
-            ),
-        }
+    fn python() -> std::path::PathBuf {
+        ringhub_testkit::python_with("websockets")
     }
 
     fn round_trip(window: Option<u8>, config: DeflateConfig) -> Seen {

@@ -24,10 +24,12 @@
 mod cluster;
 mod moto;
 mod ports;
+mod python;
 mod server;
 
 pub use cluster::RedisCluster;
 pub use moto::{CREDENTIALS as MOTO_CREDENTIALS, MotoCloudWatch};
+pub use python::python_with;
 pub use server::{RedisServer, cli, raw_command};
 
 /// Panics with an install hint unless `redis-server` and `redis-cli` run.
