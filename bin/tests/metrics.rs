@@ -182,13 +182,12 @@ fn delivered_counts_match_what_the_clients_received() {
     let m = wait_for(&server, "ringhub_connections_active", 0.0);
     let peer = m["ringhub_disconnects_total{reason=\"peer\",clean=\"true\"}"];
     let vanished = m["ringhub_disconnects_total{reason=\"vanished\",clean=\"false\"}"];
-    let total = total + PUBLISHERS;
-    assert_eq!(peer + vanished, total as f64, "every close is counted once");
-    // A clean close can still be seen as a vanished peer when the client
-    // drops its socket as the server's close reply goes out (engine's call).
-    assert!(
-        vanished >= ((total - PUBLISHERS) / 2 + PUBLISHERS) as f64,
-        "{vanished}"
+    let clean = total.div_ceil(2);
+    assert_eq!(peer, clean as f64, "every clean close is a peer close");
+    assert_eq!(
+        vanished,
+        (total - clean + PUBLISHERS) as f64,
+        "every dropped socket is a vanished peer"
     );
     assert_eq!(m["ringhub_unexpected_disconnects_total"], vanished);
 }
@@ -298,4 +297,38 @@ fn cross_server_deliveries_are_timed_and_redis_commands_counted() {
         on_a["ringhub_delivery_latency_seconds_count{path=\"remote\"}"], 0.0,
         "a received nothing through Redis"
     );
+}
+
+/// A client that sends a close frame and waits for the answer is a clean,
+/// expected close, never a vanished peer, whatever it does with its socket
+/// afterwards.
+#[test]
+fn clean_closes_are_counted_as_peer_closes() {
+    let server = Ringhub::start(&["--message-rate", "100000", "--message-burst", "100000"]);
+    let clients: Vec<Client> = (0..40)
+        .map(|i| joined(&server, &format!("user=clean{i}")))
+        .collect();
+    // Messages still unread on the clients' side when they close.
+    let mut sender = joined(&server, "user=sender");
+    for i in 0..40 {
+        for n in 0..50 {
+            sender.send(json!({"type": "send", "to": format!("clean{i}"), "data": n}));
+        }
+    }
+    for mut c in clients {
+        c.ws.close(None).expect("close");
+        let _ = c.recv_close();
+    }
+    sender.ws.close(None).expect("close");
+    let _ = sender.recv_close();
+    let m = wait_for(&server, "ringhub_connections_active", 0.0);
+    assert_eq!(
+        m["ringhub_disconnects_total{reason=\"vanished\",clean=\"false\"}"],
+        0.0
+    );
+    assert_eq!(
+        m["ringhub_disconnects_total{reason=\"peer\",clean=\"true\"}"],
+        41.0
+    );
+    assert_eq!(m["ringhub_unexpected_disconnects_total"], 0.0);
 }
