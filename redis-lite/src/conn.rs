@@ -229,24 +229,34 @@ impl<T> Connection<T> {
         }
     }
 
+    /// Where a new command is encoded: straight out once the handshake is
+    /// done, behind it (in `held`) until then, so order is kept either way.
+    fn command_buffer(&mut self) -> &mut BytesMut {
+        if self.state == State::Ready {
+            &mut self.out
+        } else {
+            &mut self.held
+        }
+    }
+
+    /// Answers `tag` at once with `error` (the connection is closed, or the
+    /// command could never be sent).
+    fn refuse(&mut self, tag: T, error: Error, cmd: Option<Cmd>) {
+        self.events.push_back(ConnEvent::Reply {
+            tag,
+            result: Err(error),
+            cmd,
+        });
+    }
+
     /// Queues a command. Its reply comes back as [`ConnEvent::Reply`] with
     /// `tag`; with `retain` the command comes back too.
     pub fn send(&mut self, tag: T, command: Cmd, retain: bool, now: Instant) {
         if self.state == State::Closed {
             let error = self.closed_error();
-            self.events.push_back(ConnEvent::Reply {
-                tag,
-                result: Err(error),
-                cmd: Some(command),
-            });
-            return;
+            return self.refuse(tag, error, Some(command));
         }
-        let buf = if self.state == State::Ready {
-            &mut self.out
-        } else {
-            &mut self.held
-        };
-        command.write_to(buf);
+        command.write_to(self.command_buffer());
         let deadline = self.config.request_timeout.map(|t| now + t);
         self.pending.push_back(Pending {
             tag: Some(tag),
@@ -261,19 +271,9 @@ impl<T> Connection<T> {
     pub fn send_ref(&mut self, tag: T, command: &Cmd, now: Instant) {
         if self.state == State::Closed {
             let error = self.closed_error();
-            self.events.push_back(ConnEvent::Reply {
-                tag,
-                result: Err(error),
-                cmd: None,
-            });
-            return;
+            return self.refuse(tag, error, None);
         }
-        let buf = if self.state == State::Ready {
-            &mut self.out
-        } else {
-            &mut self.held
-        };
-        command.write_to(buf);
+        command.write_to(self.command_buffer());
         let deadline = self.config.request_timeout.map(|t| now + t);
         self.pending.push_back(Pending {
             tag: Some(tag),
@@ -309,19 +309,9 @@ impl<T> Connection<T> {
             } else {
                 self.closed_error()
             };
-            self.events.push_back(ConnEvent::Reply {
-                tag,
-                result: Err(error),
-                cmd: Some(command),
-            });
-            return;
+            return self.refuse(tag, error, Some(command));
         }
-        let buf = if self.state == State::Ready {
-            &mut self.out
-        } else {
-            &mut self.held
-        };
-        command.write_to(buf);
+        command.write_to(self.command_buffer());
         self.subs_in_flight += 1;
         let deadline = self.config.request_timeout.map(|t| now + t);
         let sub = SubRequest {
