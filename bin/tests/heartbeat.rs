@@ -59,14 +59,7 @@ fn connect(server: &Ringhub, clients: &mut Vec<Client>, upto: usize) {
 fn heartbeat_commands_do_not_grow_with_idle_connections() {
     require_redis();
     let redis = RedisServer::start();
-    let server = Ringhub::start(&[
-        "--redis",
-        &redis.url(),
-        "--server-id",
-        "hb-1",
-        "--heartbeat-secs",
-        "1",
-    ]);
+    let server = Ringhub::start_on_redis(&redis.url(), "hb-1", &[]);
     let mut clients = Vec::new();
     connect(&server, &mut clients, FEW);
     let few = idle_window(&redis);

@@ -246,16 +246,7 @@ fn an_admin_port_serves_metrics_instead_of_the_websocket_port() {
 fn cross_server_deliveries_are_timed_and_redis_commands_counted() {
     ringhub_testkit::require_redis();
     let redis = ringhub_testkit::RedisServer::start();
-    let start = |id: &str| {
-        Ringhub::start(&[
-            "--redis",
-            &redis.url(),
-            "--server-id",
-            id,
-            "--heartbeat-secs",
-            "1",
-        ])
-    };
+    let start = |id: &str| Ringhub::start_on_redis(&redis.url(), id, &[]);
     let (a, b) = (start("m-a"), start("m-b"));
     let mut bob = joined(&b, "user=bob");
     let mut alice = joined(&a, "user=alice");

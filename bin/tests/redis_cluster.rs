@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 const QUIET: Duration = Duration::from_millis(300);
 
 fn server(seeds: &str, id: &str) -> Ringhub {
-    Ringhub::start(&["--redis", seeds, "--server-id", id, "--heartbeat-secs", "1"])
+    Ringhub::start_on_redis(seeds, id, &[])
 }
 
 fn user(server: &Ringhub, name: &str) -> Client {

@@ -15,14 +15,7 @@ use serde_json::{Value, json};
 const QUIET: Duration = Duration::from_millis(300);
 
 fn server(redis: &RedisServer, id: &str) -> Ringhub {
-    Ringhub::start(&[
-        "--redis",
-        &redis.url(),
-        "--server-id",
-        id,
-        "--heartbeat-secs",
-        "1",
-    ])
+    Ringhub::start_on_redis(&redis.url(), id, &[])
 }
 
 fn user(server: &Ringhub, name: &str) -> Client {
@@ -143,18 +136,7 @@ fn three_servers_and_the_publish_api() {
     let redis = RedisServer::start();
     let servers: Vec<Ringhub> = ["s1", "s2", "s3"]
         .iter()
-        .map(|id| {
-            Ringhub::start(&[
-                "--redis",
-                &redis.url(),
-                "--server-id",
-                id,
-                "--heartbeat-secs",
-                "1",
-                "--api-key",
-                "k-0123456789",
-            ])
-        })
+        .map(|id| Ringhub::start_on_redis(&redis.url(), id, &["--api-key", "k-0123456789"]))
         .collect();
     let mut alice: Vec<Client> = servers.iter().map(|s| user(s, "alice")).collect();
     wait_route(&redis, "alice", &["s1", "s2", "s3"]);

@@ -31,6 +31,15 @@ impl Ringhub {
         Self::start_with_env(args, &[])
     }
 
+    /// A server joined to Redis at `redis` (a URL or comma-separated seeds)
+    /// as `id`, heartbeating every second so pruning fits a test, plus `extra`
+    /// flags.
+    pub fn start_on_redis(redis: &str, id: &str, extra: &[&str]) -> Ringhub {
+        let mut args = vec!["--redis", redis, "--server-id", id, "--heartbeat-secs", "1"];
+        args.extend_from_slice(extra);
+        Self::start(&args)
+    }
+
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Ringhub {
         // A fresh working directory: no developer's .env.local is read.
         let dir = tempfile::tempdir().expect("temp dir");
