@@ -66,8 +66,21 @@ pub enum Post {
         frame: SharedFrame,
         bytes: usize,
     },
-    /// The relay finished forwarding a message this core's connection sent.
-    Outcome { reply: ReplyTo, ok: bool },
+    /// Messages from other servers for this core's connections: one post
+    /// per received batch, whatever the number of messages in it.
+    DeliverMany(Vec<Delivery>),
+    /// The relay finished forwarding messages this core's connections
+    /// sent: how each went, gathered over one relay loop turn.
+    Outcomes(Vec<(ReplyTo, bool)>),
+}
+
+/// One message for this core's connections of `target`.
+#[derive(Debug)]
+pub struct Delivery {
+    pub target: Target,
+    pub frame: SharedFrame,
+    /// Payload bytes, for the counters.
+    pub bytes: usize,
 }
 
 /// A `message` about to be routed: who sent it, to whom, and what.
@@ -642,7 +655,16 @@ impl Handler for CoreHandler {
                 mut frame,
                 bytes,
             } => self.deliver(ctx, &target, &mut frame, bytes),
-            Post::Outcome { reply, ok } => self.outcome(ctx, reply, ok),
+            Post::DeliverMany(deliveries) => {
+                for mut d in deliveries {
+                    self.deliver(ctx, &d.target, &mut d.frame, d.bytes);
+                }
+            }
+            Post::Outcomes(outcomes) => {
+                for (reply, ok) in outcomes {
+                    self.outcome(ctx, reply, ok);
+                }
+            }
         }
     }
 }

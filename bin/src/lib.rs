@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod batcher;
 pub mod broker;
 pub mod cloudwatch;
 #[cfg(feature = "cloudwatch")]
@@ -15,6 +16,7 @@ pub mod handler;
 mod http;
 pub mod hub;
 pub mod latency;
+pub mod liveness;
 pub mod metrics;
 pub mod node;
 pub mod origin;
@@ -22,6 +24,7 @@ pub mod presence;
 pub mod prometheus;
 pub mod ratelimit;
 pub mod relay;
+pub mod retry;
 pub mod routes;
 pub mod snapshot;
 pub mod wire;

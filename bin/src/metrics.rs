@@ -58,6 +58,8 @@ counters! {
     abuse_closes,
     /// Remote deliveries that failed (Redis unreachable or a publish refused).
     remote_failures,
+    /// Remote deliveries published again after a failure during a failover.
+    remote_retries,
     /// Deliveries to another core refused because its mailbox was full.
     mailbox_full,
     /// `latency` reports received.

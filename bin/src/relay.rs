@@ -4,15 +4,24 @@
 //! servers), turns it into commands that leave as one pipeline per loop
 //! turn (redis-lite writes everything queued for a node in one write),
 //! and posts what arrives from other servers into the cores' mailboxes.
+//!
+//! Batching: everything bound for one channel (`server:<id>`,
+//! `topic:<name>`, `broadcast`) in one loop turn leaves as one publish of a
+//! [`wire::Batch`]; one reply settles every record in it. On receipt, a
+//! batch becomes one mailbox post per core that holds any of its
+//! recipients. Under load a loop turn sees many messages, so commands and
+//! wakes per message fall well below one; an idle relay publishes each
+//! message at once, so batching adds no latency.
 //! The Redis schema (DESIGN.md, "Across servers"):
 //!
 //! - `user_servers:<user>`: the servers holding a user (SADD on its first
 //!   connection here, SREM on its last, a TTL refreshed in bulk);
 //!   `server_users:<server>`: the reverse, so survivors can prune a dead
 //!   server's routes.
-//! - `servers`: a sorted set of heartbeat times, one ZADD per interval per
-//!   server (O(servers) traffic); a server silent for three intervals is
-//!   pruned by whichever survivor sees it first.
+//! - `servers`: a sorted set of heartbeat times, a ZADD four times per
+//!   heartbeat interval per server (O(servers) traffic); a server silent
+//!   for half an interval is pruned by whichever survivor sees it first
+//!   (see [`Liveness`]).
 //! - channels `server:<id>` (messages for users here), `topic:<name>`
 //!   (subscribed while a topic has local subscribers), `broadcast`, and
 //!   `routes` (route cache invalidations, see [`crate::routes`]). Sharded
@@ -33,11 +42,14 @@ use ringhub_engine::{Poster, SharedFrame};
 use slab::Slab;
 use tracing::{debug, info, warn};
 
+use crate::batcher::{Batcher, Ready};
 use crate::broker::{Audience, Control, Forward, RelayInbox, ReplyTo};
-use crate::handler::{Post, Target};
+use crate::handler::{Delivery, Post, Target};
+use crate::liveness::{BEATS_PER_PERIOD, Liveness};
 use crate::metrics::Counters;
 use crate::node::Node;
 use crate::presence::CoreSet;
+use crate::retry::{RetryPolicy, retryable};
 use crate::routes::RouteCache;
 use crate::wire;
 
@@ -73,14 +85,12 @@ struct Socket {
 enum Pending {
     /// SMEMBERS user_servers:<user> for the forwards waiting on it.
     Lookup(Box<str>),
-    /// A publish to `server`'s channel for `user`, part of a group.
-    ToServer {
-        group: Option<usize>,
-        user: Box<str>,
-        server: Box<str>,
-    },
-    /// A publish on a topic or broadcast channel, part of a group.
-    Publish { group: Option<usize> },
+    /// The publish of a batch of messages.
+    Batch(Box<InFlight>),
+    /// This server's heartbeat ZADD. Adding the server, rather than
+    /// updating its score, means it was pruned (or Redis lost its data),
+    /// unless `first` (the beat that registers it).
+    Beat { first: bool },
     /// ZRANGEBYSCORE of servers silent too long.
     DeadServers,
     /// SMEMBERS server_users:<dead>.
@@ -90,6 +100,14 @@ enum Pending {
     /// Fire and forget (route writes, heartbeats): failures are repaired by
     /// the re-registration after a reconnect.
     Ignore,
+}
+
+/// A published batch awaiting its reply, kept whole so it can be retried.
+#[derive(Debug)]
+struct InFlight {
+    ready: Ready,
+    first_sent: Instant,
+    retries: u32,
 }
 
 /// The outstanding replies of one forward: its sender hears once all are in.
@@ -116,13 +134,20 @@ pub struct Relay {
     lookups: HashMap<Box<str>, Vec<Forward>>,
     pending: HashMap<RequestId, Pending>,
     groups: Slab<Group>,
+    /// This loop turn's messages, per channel.
+    batcher: Batcher,
+    /// Batches waiting to be published again, with when.
+    retries: Vec<(Instant, Box<InFlight>)>,
+    retry: RetryPolicy,
+    /// This loop turn's outcomes for the senders, per core.
+    outcomes: Vec<Vec<(ReplyTo, bool)>>,
     /// Connections (node, carries pub/sub) that are down.
     down: HashSet<(String, bool)>,
     /// Whether this server's routes are known to be in Redis.
     registered: bool,
     /// Whether Redis gave this server its number for connection ids.
     numbered: bool,
-    heartbeat: Duration,
+    liveness: Liveness,
     route_ttl_secs: u64,
     next_beat: Instant,
     beats: u64,
@@ -165,6 +190,8 @@ impl Relay {
         let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
         let client = Client::new(setup.redis, seed, Instant::now())?;
         let hb = setup.heartbeat;
+        let cores = usize::from(poster.cores());
+        let batcher = Batcher::new(&setup.server_id);
         Ok(Relay {
             node,
             poster,
@@ -184,10 +211,14 @@ impl Relay {
             lookups: HashMap::new(),
             pending: HashMap::new(),
             groups: Slab::new(),
+            batcher,
+            retries: Vec::new(),
+            retry: RetryPolicy::default(),
+            outcomes: (0..cores).map(|_| Vec::new()).collect(),
             down: HashSet::new(),
             registered: false,
             numbered: false,
-            heartbeat: hb,
+            liveness: Liveness::new(hb),
             route_ttl_secs: (hb.as_secs() * TTL_REFRESH_EVERY * 3).max(60),
             next_beat: Instant::now(),
             beats: 0,
@@ -225,6 +256,7 @@ impl Relay {
                 Some(self.next_beat),
                 self.client.poll_timeout(),
                 self.stopping,
+                self.retries.iter().map(|(at, _)| *at).min(),
             ]
             .into_iter()
             .flatten()
@@ -340,50 +372,93 @@ impl Relay {
                 }
             }
             Audience::Topic(topic) => {
-                let channel = key("topic:", topic);
-                let payload = wire::encode(
-                    &self.server_id,
-                    wire::Audience::Topic(topic),
-                    &forward.frame,
-                );
                 let group = self.group(forward.reply, 1);
-                let publish = cmd(self.publish).arg(channel).arg(&payload[..]);
-                self.send(publish, Pending::Publish { group });
+                let audience = wire::Audience::Topic(topic);
+                let full = self
+                    .batcher
+                    .push("topic:", topic, audience, &forward.frame, group);
+                self.publish_batch(full);
             }
             Audience::Everyone => {
-                let payload =
-                    wire::encode(&self.server_id, wire::Audience::Everyone, &forward.frame);
                 let group = self.group(forward.reply, 1);
-                let publish = cmd(self.publish).arg("broadcast").arg(&payload[..]);
-                self.send(publish, Pending::Publish { group });
+                let audience = wire::Audience::Everyone;
+                let full = self
+                    .batcher
+                    .push("broadcast", "", audience, &forward.frame, group);
+                self.publish_batch(full);
             }
         }
     }
 
-    /// Publishes a user's message to every other server holding the user.
+    /// Queues a user's message for every other server holding the user.
     fn publish_to_servers(&mut self, forward: Forward, servers: &[Box<str>]) {
         let Audience::User(user) = &forward.audience else {
             return;
         };
-        let others: Vec<&Box<str>> = servers.iter().filter(|s| **s != self.server_id).collect();
-        if others.is_empty() {
+        let me = &*self.server_id;
+        let parts = servers.iter().filter(|s| &***s != me).count() as u32;
+        if parts == 0 {
             if let Some(reply) = forward.reply {
                 self.tell(reply, true);
             }
             return;
         }
-        let payload = wire::encode(&self.server_id, wire::Audience::User(user), &forward.frame);
-        let group = self.group(forward.reply, others.len() as u32);
-        for server in others {
-            let publish = cmd(self.publish)
-                .arg(key("server:", server))
-                .arg(&payload[..]);
-            let why = Pending::ToServer {
-                group,
-                user: user.clone(),
-                server: server.clone(),
-            };
-            self.send(publish, why);
+        let group = self.group(forward.reply, parts);
+        let audience = wire::Audience::User(user);
+        for server in servers {
+            if *server == self.server_id {
+                continue;
+            }
+            let full = self
+                .batcher
+                .push("server:", server, audience, &forward.frame, group);
+            self.publish_batch(full);
+        }
+    }
+
+    /// Publishes the batches of this loop turn.
+    fn flush_batches(&mut self) {
+        if self.batcher.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        let ready: Vec<Ready> = self.batcher.drain().collect();
+        for ready in ready {
+            self.send_batch(Box::new(InFlight {
+                ready,
+                first_sent: now,
+                retries: 0,
+            }));
+        }
+    }
+
+    /// Publishes a batch that filled up before the end of the loop turn.
+    fn publish_batch(&mut self, full: Option<Ready>) {
+        if let Some(ready) = full {
+            self.send_batch(Box::new(InFlight {
+                ready,
+                first_sent: Instant::now(),
+                retries: 0,
+            }));
+        }
+    }
+
+    fn send_batch(&mut self, flight: Box<InFlight>) {
+        let publish = cmd(self.publish)
+            .arg(&flight.ready.channel[..])
+            .arg(&flight.ready.payload[..]);
+        self.send(publish, Pending::Batch(flight));
+    }
+
+    /// Settles every record of a batch: its groups, and the failures of
+    /// records nobody waits for.
+    fn settle(&mut self, ready: &Ready, ok: bool) {
+        for &group in &ready.groups {
+            self.part_done(Some(group), ok);
+        }
+        if !ok {
+            let unwaited = ready.records as usize - ready.groups.len();
+            Counters::add(&self.node.relay_counters().remote_failures, unwaited as u64);
         }
     }
 
@@ -423,8 +498,22 @@ impl Relay {
         if ok && reply.id.is_none() {
             return;
         }
-        let core = reply.conn.core;
-        let _ = self.poster.post(core, Post::Outcome { reply, ok });
+        if let Some(outcomes) = self.outcomes.get_mut(usize::from(reply.conn.core)) {
+            outcomes.push((reply, ok));
+        }
+    }
+
+    /// Posts this loop turn's outcomes, one post per core.
+    fn flush_outcomes(&mut self) {
+        for (core, outcomes) in self.outcomes.iter_mut().enumerate() {
+            if outcomes.is_empty() {
+                continue;
+            }
+            let post = Post::Outcomes(std::mem::take(outcomes));
+            if self.poster.post(core as u16, post).is_err() {
+                Counters::add(&self.node.relay_counters().mailbox_full, 1);
+            }
+        }
     }
 
     fn count_failure(&self) {
@@ -447,6 +536,20 @@ impl Relay {
                     self.registered = false;
                 }
             }
+            Pending::Beat { first } => match result {
+                Ok(Value::Int(added)) if added > 0 && !first && self.registered => {
+                    warn!(
+                        "this server was pruned from Redis while alive: registering its routes again"
+                    );
+                    self.registered = false;
+                    self.update_ready();
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    debug!("heartbeat failed: {e}");
+                    self.registered = false;
+                }
+            },
             Pending::Lookup(user) => {
                 let waiting = self.lookups.remove(&user).unwrap_or_default();
                 match result {
@@ -475,23 +578,7 @@ impl Relay {
                     }
                 }
             }
-            Pending::ToServer {
-                group,
-                user,
-                server,
-            } => {
-                // Nobody listens on the server's channel: it is gone (or
-                // reconnecting). Its users can't be reached there; stop
-                // routing to it until the routes say otherwise.
-                if matches!(result, Ok(Value::Int(0))) {
-                    self.cache.invalidate(&user);
-                    debug!(
-                        "server {server} did not receive a message: route dropped from the cache"
-                    );
-                }
-                self.part_done(group, result.is_ok());
-            }
-            Pending::Publish { group } => self.part_done(group, result.is_ok()),
+            Pending::Batch(flight) => self.on_batch_reply(flight, result),
             Pending::ServerNumber => match result.ok().and_then(|v| v.as_int()) {
                 // Until this answer, ids carry a random server number.
                 Some(n) => {
@@ -532,6 +619,54 @@ impl Relay {
         }
     }
 
+    fn on_batch_reply(
+        &mut self,
+        mut flight: Box<InFlight>,
+        result: Result<Value, redis_lite::Error>,
+    ) {
+        match result {
+            Ok(receivers) => {
+                // Nobody listens on a server's channel: it is gone (or
+                // reconnecting). Its users can't be reached there; stop
+                // routing them to it until the routes say otherwise.
+                if matches!(receivers, Value::Int(0))
+                    && flight.ready.channel.starts_with(b"server:")
+                    && let Ok(batch) = wire::decode(&flight.ready.payload)
+                {
+                    for record in &batch.records {
+                        if let wire::Audience::User(user) = record.audience {
+                            self.cache.invalidate(user);
+                        }
+                    }
+                    debug!(
+                        "{} did not receive a batch: its routes dropped from the cache",
+                        String::from_utf8_lossy(&flight.ready.channel)
+                    );
+                }
+                self.settle(&flight.ready, true);
+            }
+            Err(e) => {
+                let now = Instant::now();
+                let again = (self.stopping.is_none() && retryable(&e))
+                    .then(|| self.retry.next(flight.retries, flight.first_sent, now))
+                    .flatten();
+                let counters = self.node.relay_counters();
+                match again {
+                    Some(at) => {
+                        flight.retries += 1;
+                        Counters::add(&counters.remote_retries, u64::from(flight.ready.records));
+                        debug!("publish failed ({e}): retrying");
+                        self.retries.push((at, flight));
+                    }
+                    None => {
+                        debug!("publish failed ({e}): senders told");
+                        self.settle(&flight.ready, false);
+                    }
+                }
+            }
+        }
+    }
+
     fn on_message(&mut self, channel: &[u8], payload: Bytes) {
         if channel == b"routes" {
             if let Ok(user) = std::str::from_utf8(&payload) {
@@ -553,24 +688,43 @@ impl Relay {
         }
         let presence = &self.node.presence;
         let cores = self.poster.cores();
-        let (target, holders) = match relayed.audience {
-            wire::Audience::User(u) => (Target::User(u.into()), presence.users.cores(u)),
-            wire::Audience::Topic(t) => (Target::Topic(t.into()), presence.topics.cores(t)),
-            wire::Audience::Everyone => (Target::Everyone, CoreSet::all(cores)),
-        };
-        if let Some(ts) = crate::latency::message_ts(&relayed.frame) {
-            let millis = now_ms().saturating_sub(ts);
-            self.node.relay_latencies().remote.record(millis * 1000);
-        }
-        let bytes = relayed.frame.len();
-        let frame = SharedFrame::text(relayed.frame);
-        for core in holders.iter() {
-            let post = Post::Deliver {
-                target: target.clone(),
-                frame: frame.clone(),
-                bytes,
+        let now = now_ms();
+        let remote = &self.node.relay_latencies().remote;
+        // One post per core per batch, holding every record for it.
+        let mut per_core: Vec<Vec<Delivery>> = (0..cores).map(|_| Vec::new()).collect();
+        for record in relayed.records {
+            let (target, holders) = match record.audience {
+                wire::Audience::User(u) => (Target::User(u.into()), presence.users.cores(u)),
+                wire::Audience::Topic(t) => (Target::Topic(t.into()), presence.topics.cores(t)),
+                wire::Audience::Everyone => (Target::Everyone, CoreSet::all(cores)),
             };
-            if self.poster.post(core, post).is_err() {
+            if holders.is_empty() {
+                continue;
+            }
+            if let Some(ts) = crate::latency::message_ts(&record.frame) {
+                remote.record(now.saturating_sub(ts) * 1000);
+            }
+            let bytes = record.frame.len();
+            let frame = SharedFrame::text(record.frame);
+            for core in holders.iter() {
+                if let Some(deliveries) = per_core.get_mut(usize::from(core)) {
+                    deliveries.push(Delivery {
+                        target: target.clone(),
+                        frame: frame.clone(),
+                        bytes,
+                    });
+                }
+            }
+        }
+        for (core, deliveries) in per_core.into_iter().enumerate() {
+            if deliveries.is_empty() {
+                continue;
+            }
+            if self
+                .poster
+                .post(core as u16, Post::DeliverMany(deliveries))
+                .is_err()
+            {
                 Counters::add(&self.node.relay_counters().mailbox_full, 1);
             }
         }
@@ -645,7 +799,7 @@ impl Relay {
             for user in &users {
                 self.register_user(user);
             }
-            self.beat();
+            self.beat(true);
             if !users.is_empty() {
                 info!(users = users.len(), "re-registered routes in Redis");
             }
@@ -656,23 +810,34 @@ impl Relay {
 
     fn timers(&mut self) {
         let now = Instant::now();
+        if self.retries.iter().any(|(at, _)| *at <= now) {
+            let (due, later) = std::mem::take(&mut self.retries)
+                .into_iter()
+                .partition(|(at, _)| *at <= now);
+            self.retries = later;
+            for (_, flight) in due {
+                self.send_batch(flight);
+            }
+        }
         if now < self.next_beat || self.stopping.is_some() {
             return;
         }
-        self.next_beat = now + self.heartbeat;
-        self.beat();
-        let silent = now_ms().saturating_sub(3 * self.heartbeat.as_millis() as u64);
+        self.next_beat = now + self.liveness.beat_every();
+        self.beat(false);
+        let silent = self.liveness.silent_since_ms(now_ms());
         let scan = cmd("ZRANGEBYSCORE").arg("servers").arg("-inf").arg(silent);
         self.send(scan, Pending::DeadServers);
         self.beats += 1;
-        self.refresh_route_ttls();
+        if self.beats.is_multiple_of(u64::from(BEATS_PER_PERIOD)) {
+            self.refresh_route_ttls();
+        }
     }
 
     /// Refreshes the route TTLs of this server's users, spread over
     /// `TTL_REFRESH_EVERY` beats, so Redis sees a steady trickle of EXPIREs
     /// (one pipeline per beat) instead of one burst per round.
     fn refresh_route_ttls(&mut self) {
-        let round = self.beats % TTL_REFRESH_EVERY;
+        let round = (self.beats / u64::from(BEATS_PER_PERIOD)) % TTL_REFRESH_EVERY;
         if round == 0 {
             self.ttl_due = self.node.presence.users.names();
         }
@@ -686,12 +851,12 @@ impl Relay {
         }
     }
 
-    fn beat(&mut self) {
+    fn beat(&mut self, first: bool) {
         let zadd = cmd("ZADD")
             .arg("servers")
             .arg(now_ms())
             .arg(&*self.server_id);
-        self.send(zadd, Pending::Ignore);
+        self.send(zadd, Pending::Beat { first });
     }
 
     // ----- sockets --------------------------------------------------------------
@@ -700,6 +865,7 @@ impl Relay {
     /// events until it has nothing more to say.
     fn carry_out(&mut self) {
         loop {
+            self.flush_batches();
             let mut progressed = false;
             while let Some(action) = self.client.poll_action() {
                 progressed = true;
@@ -730,6 +896,7 @@ impl Relay {
                 self.on_event(event);
             }
             if !progressed {
+                self.flush_outcomes();
                 return;
             }
         }
