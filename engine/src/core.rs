@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use ringhub_proto::Opcode;
 
-use crate::accept::{AcceptPlan, accept_plan};
+use crate::accept::accepts_to_arm;
 use crate::bufring::BufRing;
 use crate::config::Config;
 use crate::conn::{Phase, flag};
@@ -138,11 +138,12 @@ impl<H: Handler> Core<H> {
     /// The lane accepting now, if any: only one does at a time, so tables
     /// fill in order.
     fn accepting_lane(&self) -> Option<usize> {
-        self.lanes.iter().position(|l| l.accept.active())
+        self.lanes.iter().position(|l| l.accept.in_flight() > 0)
     }
 
-    /// Brings the accepts in flight in line with the accepting lane's
-    /// [`accept_plan`], moving on to the next lane with room when it is full.
+    /// Keeps [`crate::accept::ACCEPTS_IN_FLIGHT`] accepts armed on the accepting lane (fewer
+    /// near the end of its table), moving on to the next lane with room once
+    /// its last accept is in.
     fn arm_accept(&mut self) {
         if self.io.shutting_down {
             return;
@@ -150,73 +151,36 @@ impl<H: Handler> Core<H> {
         let Some(fd) = self.listener.as_ref().map(AsRawFd::as_raw_fd) else {
             return;
         };
-        let backlog = self.config().backlog.max(1) as u32;
-        let lane = match self.accepting_lane() {
-            Some(lane) => lane,
-            None => {
-                let ready = self
-                    .lanes
-                    .iter()
-                    .position(|l| accept_plan(l.free(), backlog) != AcceptPlan::Full);
-                match ready {
-                    Some(lane) => lane,
-                    None => return,
-                }
-            }
+        let Some(lane) = self
+            .accepting_lane()
+            .or_else(|| self.lanes.iter().position(|l| l.room() > 0))
+        else {
+            return;
         };
-        let plan = accept_plan(self.lanes[lane].free(), backlog);
-        let state = self.lanes[lane].accept;
-        match plan {
-            AcceptPlan::Multishot if !state.multishot && state.singles == 0 => {
-                self.lanes[lane].accept.multishot = true;
-                let sqe = opcode::AcceptMulti::new(Fd(fd))
-                    .allocate_file_index(true)
-                    .build()
-                    .user_data(Token::ring(RingOp::Accept));
-                self.io.push(lane as u8, sqe);
-            }
-            AcceptPlan::Multishot => {}
-            AcceptPlan::Single(_) | AcceptPlan::Full if state.multishot => {
-                // Singles start once the multishot's last completion is in.
-                if !state.cancelling {
-                    self.lanes[lane].accept.cancelling = true;
-                    let sqe = opcode::AsyncCancel::new(Token::ring(RingOp::Accept))
-                        .build()
-                        .user_data(Token::ring(RingOp::Cancel));
-                    self.io.push(lane as u8, sqe);
-                }
-            }
-            AcceptPlan::Single(n) => {
-                let want = n.saturating_sub(state.singles);
-                for _ in 0..want {
-                    self.lanes[lane].accept.singles += 1;
-                    let sqe =
-                        opcode::Accept::new(Fd(fd), std::ptr::null_mut(), std::ptr::null_mut())
-                            .file_index(Some(types::DestinationSlot::auto_target()))
-                            .build()
-                            .user_data(Token::ring(RingOp::AcceptOne));
-                    self.io.push(lane as u8, sqe);
-                }
-            }
-            AcceptPlan::Full => {}
+        let l = &mut self.lanes[lane];
+        for _ in 0..accepts_to_arm(l.room(), l.accept.in_flight()) {
+            let Some((slot, addr, len)) = l.accept.arm() else {
+                break;
+            };
+            // The kernel writes the peer's address into the lane's slot
+            // and the socket into a free slot of the lane's file table.
+            let sqe = opcode::Accept::new(Fd(fd), addr, len)
+                .file_index(Some(types::DestinationSlot::auto_target()))
+                .build()
+                .user_data(Token::accept(slot));
+            self.io.push(lane as u8, sqe);
         }
     }
 
-    /// Cancels every accept (shutdown).
+    /// Cancels every accept (shutdown), by `user_data`: the listener is
+    /// closed before these are submitted, so it cannot be named by fd.
     fn cancel_accepts(&mut self) {
         for lane in 0..self.lanes.len() {
-            if self.lanes[lane].accept.active() {
-                let sqe = opcode::AsyncCancel2::new(
-                    types::CancelBuilder::user_data(Token::ring(RingOp::Accept)).all(),
-                )
-                .build()
-                .user_data(Token::ring(RingOp::Cancel));
-                self.io.push(lane as u8, sqe);
-                let sqe = opcode::AsyncCancel2::new(
-                    types::CancelBuilder::user_data(Token::ring(RingOp::AcceptOne)).all(),
-                )
-                .build()
-                .user_data(Token::ring(RingOp::Cancel));
+            let slots: Vec<u16> = self.lanes[lane].accept.armed().collect();
+            for slot in slots {
+                let sqe = opcode::AsyncCancel::new(Token::accept(slot))
+                    .build()
+                    .user_data(Token::ring(RingOp::Cancel));
                 self.io.push(lane as u8, sqe);
             }
         }
@@ -350,8 +314,7 @@ impl<H: Handler> Core<H> {
                 }
                 self.reap(index);
             }
-            Token::Ring(RingOp::Accept) => self.on_accept(lane, false, res, flags),
-            Token::Ring(RingOp::AcceptOne) => self.on_accept(lane, true, res, flags),
+            Token::Accept(slot) => self.on_accept(lane, slot, res),
             Token::Ring(RingOp::Tick) => self.on_tick(flags),
             Token::Ring(RingOp::Wake) => {
                 self.arm_wake();
@@ -381,14 +344,8 @@ impl<H: Handler> Core<H> {
         }
     }
 
-    fn on_accept(&mut self, lane: usize, single: bool, res: i32, flags: u32) {
-        let state = &mut self.lanes[lane].accept;
-        if single {
-            state.singles = state.singles.saturating_sub(1);
-        } else if !cqueue::more(flags) {
-            state.multishot = false;
-            state.cancelling = false;
-        }
+    fn on_accept(&mut self, lane: usize, slot: u16, res: i32) {
+        let peer = self.lanes[lane].accept.complete(slot, res >= 0);
         if res >= 0 {
             let fd = res as u32;
             CoreStats::add(&self.io.stats.accepted, 1);
@@ -399,7 +356,7 @@ impl<H: Handler> Core<H> {
                 self.io.push(lane as u8, sqe);
                 return;
             }
-            let index = self.io.insert(lane as u8, fd);
+            let index = self.io.insert(lane as u8, fd, peer);
             self.lanes[lane].conns += 1;
             CoreStats::set(&self.io.stats.open, self.io.conns.len() as u64);
             let deadline = self.io.now + self.config().ticks(self.config().handshake_timeout);
@@ -590,7 +547,10 @@ impl<H: Handler> Core<H> {
     }
 
     fn finished(&self) -> bool {
-        self.io.shutting_down && self.io.conns.is_empty()
+        // Accepts still in flight could write into their lane's address
+        // slots: wait for their cancellations too.
+        let accepting = self.lanes.iter().any(|l| l.accept.in_flight() > 0);
+        self.io.shutting_down && self.io.conns.is_empty() && !accepting
             || self.shutdown_deadline.is_some_and(|d| {
                 self.now_tick() > d + self.config().ticks(self.config().close_timeout)
             })

@@ -233,6 +233,17 @@ impl<H: Handler> Ctx<'_, H> {
         self.io.conns.len()
     }
 
+    /// The address `conn` connected from, during its HTTP phase: in
+    /// [`Handler::on_request`], [`Handler::on_open`] and
+    /// [`Handler::on_opened`]. The engine keeps no address per open
+    /// WebSocket (it would cost every idle connection), so None afterwards:
+    /// keep what you need (e.g. the IP for a per-source limit) in the
+    /// connection's state. A dual-stack listener reports IPv4 peers as
+    /// IPv4-mapped IPv6 addresses (see [`std::net::Ipv6Addr::to_canonical`]).
+    pub fn peer_addr(&self, conn: ConnId) -> Option<std::net::SocketAddr> {
+        self.io.peer_addr(conn)
+    }
+
     /// The connection's application state, if it is still open here.
     pub fn state(&mut self, conn: ConnId) -> Option<&mut H::State> {
         self.io.conn_mut(conn).map(|c| &mut c.state)

@@ -10,6 +10,8 @@ use ringhub_proto::{
     CloseCode, ClosePayload, Compressors, DeflateParams, FrameHead, Inflater, Opcode, encode_header,
 };
 use slab::Slab;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::config::Config;
@@ -82,6 +84,10 @@ pub struct Io<H: Handler> {
     /// Scratch for inflated messages.
     pub(crate) inflated: Vec<u8>,
     pub(crate) shutting_down: bool,
+    /// The peer addresses of connections still in their HTTP phase (the
+    /// handler reads them in `on_request`/`on_open`); an open WebSocket
+    /// keeps none, so idle connections don't pay for them.
+    pub(crate) peers: HashMap<u32, SocketAddr>,
 }
 
 impl<H: Handler> Io<H> {
@@ -111,16 +117,31 @@ impl<H: Handler> Io<H> {
             inflater: Inflater::new(false),
             inflated: Vec::new(),
             shutting_down: false,
+            peers: HashMap::new(),
             config,
         }
     }
 
-    /// Inserts a connection accepted into fixed slot `fd` of lane `lane`.
-    pub(crate) fn insert(&mut self, lane: u8, fd: u32) -> u32 {
+    /// Inserts a connection from `peer` accepted into fixed slot `fd` of
+    /// lane `lane`.
+    pub(crate) fn insert(&mut self, lane: u8, fd: u32, peer: Option<SocketAddr>) -> u32 {
         let generation = self.next_generation;
         self.next_generation = (self.next_generation + 1) & GEN_MASK;
         let conn = Conn::new(lane, fd, generation, self.now);
-        self.conns.insert(conn) as u32
+        let index = self.conns.insert(conn) as u32;
+        if let Some(peer) = peer {
+            self.peers.insert(index, peer);
+        }
+        index
+    }
+
+    /// The address of `id`'s peer, while it is in its HTTP phase.
+    pub(crate) fn peer_addr(&self, id: ConnId) -> Option<SocketAddr> {
+        let c = self.conns.get(id.index as usize)?;
+        if id.core != self.core_id || c.generation != id.generation {
+            return None;
+        }
+        self.peers.get(&id.index).copied()
     }
 
     /// Wakes the core whose main ring is `ring` with a MSG_RING from ours:
@@ -409,6 +430,7 @@ impl<H: Handler> Io<H> {
             _ => return None,
         }
         let mut c = self.conns.remove(index as usize);
+        self.peers.remove(&index);
         if let Some(op) = c.send_op.take()
             && self.send_ops.len() < SEND_OP_POOL
         {

@@ -11,7 +11,7 @@ use io_uring::squeue;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use crate::accept::AcceptState;
+use crate::accept::Acceptor;
 use crate::bufring::BufRing;
 use crate::error::EngineError;
 use crate::ring::{build_extra_ring, build_ring};
@@ -24,13 +24,13 @@ pub(crate) struct Lane {
     // may still write into.
     pub ring: IoUring,
     pub bufs: BufRing,
+    /// The accepts armed on this lane, with the addresses they write.
+    pub accept: Acceptor,
     /// Set on extra lanes: signalled when the lane posts a completion.
     pub eventfd: Option<OwnedFd>,
     pub table_size: u32,
     /// Connections whose socket is in this lane's table.
     pub conns: u32,
-    /// The accepts armed on this lane.
-    pub accept: AcceptState,
 }
 
 impl Lane {
@@ -78,7 +78,7 @@ impl Lane {
             eventfd,
             table_size,
             conns: 0,
-            accept: AcceptState::default(),
+            accept: Acceptor::default(),
         })
     }
 
@@ -102,11 +102,9 @@ impl Lane {
         self.bufs.bgid()
     }
 
-    /// Table slots neither taken nor reserved by a single-shot accept.
-    pub fn free(&self) -> u32 {
-        self.table_size
-            .saturating_sub(self.conns)
-            .saturating_sub(self.accept.singles)
+    /// Table slots no connection holds (accepts in flight will take some).
+    pub fn room(&self) -> u32 {
+        self.table_size.saturating_sub(self.conns)
     }
 
     /// Pushes `pending` into the submission queue, entering the kernel when

@@ -23,7 +23,7 @@ pub enum RingMode {
 
 /// Opcodes the reactor submits; a kernel missing one cannot run it.
 const REQUIRED: &[(u8, &str)] = &[
-    (opcode::AcceptMulti::CODE, "ACCEPT"),
+    (opcode::Accept::CODE, "ACCEPT"),
     (opcode::RecvMulti::CODE, "RECV"),
     (opcode::SendMsg::CODE, "SENDMSG"),
     (opcode::Close::CODE, "CLOSE"),

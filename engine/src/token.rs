@@ -3,7 +3,7 @@
 //! Layout: `op` (4 bits) | `generation` (28 bits) | slab `index` (32 bits).
 //! The generation changes every time a slab slot is reused, so a completion
 //! for a connection that is gone can never act on the one now in its slot.
-//! Ring-level operations (accept, tick, wake) use the reserved op `RING` and
+//! Ring-level operations (accepts, tick, wake) use the reserved op `RING` and
 //! live at the top of the `u64` range, above every connection token.
 
 /// Operations that belong to one connection.
@@ -40,6 +40,9 @@ pub enum Token {
     Ring(RingOp),
     /// Lane `n` (an extra ring of the core) has completions to reap.
     LaneReady(u8),
+    /// The accept that writes the peer's address into slot `n` of the
+    /// completing lane's [`crate::accept::Acceptor`].
+    Accept(u16),
     /// A value this reactor never submits (ignored, counted as a bug).
     Unknown(u64),
 }
@@ -48,10 +51,6 @@ pub enum Token {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum RingOp {
-    /// The multishot accept on the listener.
-    Accept = 1,
-    /// A single-shot accept (near the end of a file table).
-    AcceptOne = 5,
     /// Another core's MSG_RING: mail is waiting.
     Mail = 6,
     /// The periodic tick driving the timer wheel.
@@ -65,6 +64,8 @@ pub enum RingOp {
 /// Ring-level values from this one up name lane `value - LANE_BASE`'s
 /// completion eventfd becoming readable.
 const LANE_BASE: u64 = 0x100;
+/// Ring-level values from this one up name accept slot `value - ACCEPT_BASE`.
+const ACCEPT_BASE: u64 = 0x1_0000;
 
 impl Token {
     /// Packs a connection operation.
@@ -80,6 +81,11 @@ impl Token {
     /// Packs the readiness poll of lane `lane`'s eventfd.
     pub fn lane_ready(lane: u8) -> u64 {
         (RING << 60) | (LANE_BASE + u64::from(lane))
+    }
+
+    /// Packs the accept writing into address slot `slot`.
+    pub fn accept(slot: u16) -> u64 {
+        (RING << 60) | (ACCEPT_BASE + u64::from(slot))
     }
 
     /// Unpacks a `user_data` from a completion.
@@ -99,14 +105,15 @@ impl Token {
             4 => conn(ConnOp::Cancel),
             5 => conn(ConnOp::Shutdown),
             RING => match user_data & 0xFFFF_FFFF {
-                1 => Token::Ring(RingOp::Accept),
                 2 => Token::Ring(RingOp::Tick),
                 3 => Token::Ring(RingOp::Wake),
                 4 => Token::Ring(RingOp::Cancel),
-                5 => Token::Ring(RingOp::AcceptOne),
                 6 => Token::Ring(RingOp::Mail),
                 n if (LANE_BASE..LANE_BASE + 256).contains(&n) => {
                     Token::LaneReady((n - LANE_BASE) as u8)
+                }
+                n if (ACCEPT_BASE..ACCEPT_BASE + 0x1_0000).contains(&n) => {
+                    Token::Accept((n - ACCEPT_BASE) as u16)
                 }
                 _ => Token::Unknown(user_data),
             },
@@ -156,14 +163,7 @@ mod tests {
     #[test]
     fn ring_tokens_sit_above_every_conn_token() {
         let highest_conn = Token::conn(ConnOp::Cancel, u32::MAX, GEN_MASK);
-        for op in [
-            RingOp::Accept,
-            RingOp::Tick,
-            RingOp::Wake,
-            RingOp::Cancel,
-            RingOp::AcceptOne,
-            RingOp::Mail,
-        ] {
+        for op in [RingOp::Tick, RingOp::Wake, RingOp::Cancel, RingOp::Mail] {
             assert!(Token::ring(op) > highest_conn);
             assert_eq!(Token::decode(Token::ring(op)), Token::Ring(op));
         }
@@ -174,6 +174,10 @@ mod tests {
                 Token::decode(Token::lane_ready(lane)),
                 Token::LaneReady(lane)
             );
+        }
+        for slot in [0u16, 31, u16::MAX] {
+            assert!(Token::accept(slot) > highest_conn);
+            assert_eq!(Token::decode(Token::accept(slot)), Token::Accept(slot));
         }
     }
 }

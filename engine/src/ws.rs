@@ -129,6 +129,8 @@ fn handshake<H: Handler>(
             // The 101 is queued: what the handler sends now follows it.
             let id = io.id(index);
             handler.on_opened(&mut Ctx { io: &mut *io }, id);
+            // The handler has seen the address; an open connection keeps none.
+            io.peers.remove(&index);
             Some(head_len)
         }
         // Nothing after an answered plain request or a refusal is read.

@@ -276,9 +276,9 @@ fn shutdown_sends_1001_to_everyone() {
 #[test]
 fn connections_spill_over_into_more_file_tables() {
     // Tables of 512 direct descriptors: 1100 connections need three lanes.
-    // Each table is filled by a multishot accept, then by single-shot ones
-    // near its end, and accepting moves on before it is full (or the kernel
-    // would accept and drop with -ENFILE).
+    // Near a table's end fewer accepts are armed than slots remain, and
+    // accepting moves on to the next lane once it is full (an accept into a
+    // full table would be accepted and dropped with -ENFILE).
     let server = start(1, |c| {
         c.files_per_lane = 512;
         c.max_connections_per_core = 1536;
