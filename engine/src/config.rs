@@ -40,9 +40,15 @@ pub struct Config {
     pub max_request_head: usize,
     /// Largest body of a plain HTTP request (see `Handler::on_request`).
     pub max_request_body: usize,
+    /// Plain HTTP requests one kept-alive connection may make before the
+    /// server closes it (1: close after every response). Between requests
+    /// the client has `handshake_timeout` to send the next one, so idle
+    /// keep-alive connections cannot hold slots for long.
+    pub max_requests_per_connection: u32,
     /// Offer permessage-deflate (no context takeover).
     pub deflate: bool,
-    /// Time to finish the HTTP upgrade after accept.
+    /// Time to finish the HTTP upgrade (or a plain request) after accept,
+    /// and to send the next plain request on a kept-alive connection.
     pub handshake_timeout: Duration,
     /// Ping a connection this long after its last byte.
     pub ping_interval: Duration,
@@ -76,6 +82,7 @@ impl Default for Config {
             limits: ringhub_proto::Limits::default(),
             max_request_head: 8 * 1024,
             max_request_body: 64 * 1024,
+            max_requests_per_connection: 1000,
             deflate: true,
             handshake_timeout: Duration::from_secs(10),
             ping_interval: Duration::from_secs(30),

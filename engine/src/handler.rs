@@ -36,8 +36,9 @@ impl Decision {
 }
 
 /// The answer to a plain HTTP request (health checks, metrics, a status
-/// page, small API calls) on the WebSocket port. The connection closes after
-/// it is sent.
+/// page, small API calls) on the WebSocket port. The connection stays open
+/// for the client's next request when it asks (HTTP/1.1 keep-alive), up to
+/// `Config::max_requests_per_connection`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpResponse {
     pub status: u16,

@@ -51,6 +51,16 @@ pub(crate) fn encode_control(opcode: Opcode, payload: &[u8]) -> Bytes {
     encode(FrameHead::new(opcode), payload)
 }
 
+/// A connection's state while it speaks HTTP (before an upgrade, or
+/// between kept-alive plain requests).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct HttpPhase {
+    /// Where it connected from, if the kernel said.
+    pub peer: Option<SocketAddr>,
+    /// Plain requests answered on it so far.
+    pub served: u32,
+}
+
 /// Everything of a core that handlers may touch.
 pub struct Io<H: Handler> {
     pub(crate) core_id: u16,
@@ -84,10 +94,10 @@ pub struct Io<H: Handler> {
     /// Scratch for inflated messages.
     pub(crate) inflated: Vec<u8>,
     pub(crate) shutting_down: bool,
-    /// The peer addresses of connections still in their HTTP phase (the
-    /// handler reads them in `on_request`/`on_open`); an open WebSocket
-    /// keeps none, so idle connections don't pay for them.
-    pub(crate) peers: HashMap<u32, SocketAddr>,
+    /// What connections in their HTTP phase carry (the peer's address, the
+    /// requests served), by slab index; an open WebSocket keeps none of it,
+    /// so idle connections don't pay for it.
+    pub(crate) http: HashMap<u32, HttpPhase>,
 }
 
 impl<H: Handler> Io<H> {
@@ -117,7 +127,7 @@ impl<H: Handler> Io<H> {
             inflater: Inflater::new(false),
             inflated: Vec::new(),
             shutting_down: false,
-            peers: HashMap::new(),
+            http: HashMap::new(),
             config,
         }
     }
@@ -129,9 +139,7 @@ impl<H: Handler> Io<H> {
         self.next_generation = (self.next_generation + 1) & GEN_MASK;
         let conn = Conn::new(lane, fd, generation, self.now);
         let index = self.conns.insert(conn) as u32;
-        if let Some(peer) = peer {
-            self.peers.insert(index, peer);
-        }
+        self.http.insert(index, HttpPhase { peer, served: 0 });
         index
     }
 
@@ -141,7 +149,7 @@ impl<H: Handler> Io<H> {
         if id.core != self.core_id || c.generation != id.generation {
             return None;
         }
-        self.peers.get(&id.index).copied()
+        self.http.get(&id.index)?.peer
     }
 
     /// Wakes the core whose main ring is `ring` with a MSG_RING from ours:
@@ -430,7 +438,7 @@ impl<H: Handler> Io<H> {
             _ => return None,
         }
         let mut c = self.conns.remove(index as usize);
-        self.peers.remove(&index);
+        self.http.remove(&index);
         if let Some(op) = c.send_op.take()
             && self.send_ops.len() < SEND_OP_POOL
         {

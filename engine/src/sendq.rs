@@ -46,7 +46,6 @@ pub struct SendQueue {
 
 impl SendQueue {
     /// Bytes waiting to be sent (including those in flight).
-    #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.queued
     }

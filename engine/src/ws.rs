@@ -79,10 +79,16 @@ fn process<H: Handler>(
     buf: &mut [u8],
 ) -> (usize, usize) {
     let mut used = 0;
-    if io.conns.get(index as usize).map(|c| c.phase) == Some(Phase::Handshake) {
-        match handshake(io, handler, index, buf) {
-            Some(n) => used = n,
-            None => return (0, 0),
+    // Requests are answered in order, as many as have arrived (pipelined
+    // plain requests on a kept-alive connection, maybe then an upgrade).
+    while io
+        .conns
+        .get(index as usize)
+        .is_some_and(|c| c.phase == Phase::Handshake && !c.has(flag::CLOSE_AFTER_FLUSH))
+    {
+        match handshake(io, handler, index, &mut buf[used..]) {
+            Some(n) => used += n,
+            None => return (used, 0),
         }
     }
     let (consumed, needed) = frames(io, handler, index, &mut buf[used..]);
@@ -93,6 +99,9 @@ fn process<H: Handler>(
 enum Answered {
     /// 101 sent: the WebSocket is open after `head_len` bytes.
     Upgraded { head_len: usize },
+    /// A plain request answered, the connection kept open for the next one
+    /// after `used` bytes.
+    KeptAlive { used: usize },
     /// An HTTP response or refusal is queued; the connection closes after it.
     Closing,
 }
@@ -119,7 +128,7 @@ fn handshake<H: Handler>(
             if request.has_token("upgrade", "websocket") {
                 upgrade(io, handler, index, &request, head_len, &mut out)
             } else {
-                plain_http(io, handler, index, &request, &buf[head_len..], &mut out)?
+                plain_http(io, handler, index, &request, head_len, buf, &mut out)?
             }
         }
     };
@@ -130,9 +139,10 @@ fn handshake<H: Handler>(
             let id = io.id(index);
             handler.on_opened(&mut Ctx { io: &mut *io }, id);
             // The handler has seen the address; an open connection keeps none.
-            io.peers.remove(&index);
+            io.http.remove(&index);
             Some(head_len)
         }
+        Answered::KeptAlive { used } => Some(used),
         // Nothing after an answered plain request or a refusal is read.
         Answered::Closing => Some(buf.len()),
     }
@@ -212,7 +222,8 @@ fn plain_http<H: Handler>(
     handler: &mut H,
     index: u32,
     request: &Request<'_>,
-    after_head: &[u8],
+    head_len: usize,
+    buf: &[u8],
     out: &mut Vec<u8>,
 ) -> Option<Answered> {
     let body_len = match request.content_length() {
@@ -227,20 +238,56 @@ fn plain_http<H: Handler>(
             return Some(refuse(io, index));
         }
     };
-    let body = after_head.get(..body_len)?;
+    let body = buf.get(head_len..head_len + body_len)?;
     let id = io.id(index);
     match handler.on_request(&mut Ctx { io: &mut *io }, id, request, body) {
         Some(reply) => {
+            let keep = keep_alive(io, index, request);
             let status = StatusCode::new(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            Response::new(status, reply.content_type, &reply.body).write(out);
+            Response::new(status, reply.content_type, &reply.body)
+                .keep_alive(keep)
+                .head_only(request.method() == "HEAD")
+                .write(out);
             CoreStats::add(&io.stats.http_requests, 1);
-            Some(close_after_answer(io, index))
+            if keep {
+                Some(Answered::KeptAlive {
+                    used: head_len + body_len,
+                })
+            } else {
+                Some(close_after_answer(io, index))
+            }
         }
         None => {
             RequestError::NotWebSocket.write_response(out);
             Some(refuse(io, index))
         }
     }
+}
+
+/// Whether the connection stays open after the answer to `request`: the
+/// client asked for it (HTTP/1.1 without `Connection: close`), it has
+/// requests left, and its unsent answers are under the send queue limit (a
+/// client that pipelines without reading gets what it asked, then a close).
+/// A kept connection gets a fresh deadline for its next request.
+fn keep_alive<H: Handler>(io: &mut Io<H>, index: u32, request: &Request<'_>) -> bool {
+    if !request.is_http11() || !request.keep_alive() || io.shutting_down {
+        return false;
+    }
+    let max = io.config.max_requests_per_connection;
+    let served = io.http.get_mut(&index).map_or(u32::MAX, |h| {
+        h.served = h.served.saturating_add(1);
+        h.served
+    });
+    let now = io.now;
+    let limit = io.config.send_queue_limit;
+    let Some(c) = io.conns.get_mut(index as usize) else {
+        return false;
+    };
+    let keep = served < max && c.sendq.queued() < limit;
+    if keep {
+        c.mark = now;
+    }
+    keep
 }
 
 /// Parses and handles every whole frame at the start of `buf`.

@@ -383,7 +383,7 @@ fn plain_http_requests_reach_the_handler() {
     let server = start(2, |_| {});
     let addr = server.local_addr();
     let mut s = raw(addr);
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
     let out = String::from_utf8_lossy(&read_to_end(&mut s)).into_owned();
     assert!(
@@ -397,7 +397,9 @@ fn plain_http_requests_reach_the_handler() {
     assert_eq!(recv_text(&mut sub), "sync");
     // The body arrives after the head, in a separate segment.
     let mut s = raw(addr);
-    s.write_all(b"POST /publish?topic=web HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\nhello")
+    s.write_all(
+        b"POST /publish?topic=web HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 11\r\n\r\nhello",
+    )
         .unwrap();
     std::thread::sleep(Duration::from_millis(50));
     s.write_all(b" world").unwrap();
