@@ -138,6 +138,8 @@ pub struct Relay {
     batcher: Batcher,
     /// Batches waiting to be published again, with when.
     retries: Vec<(Instant, Box<InFlight>)>,
+    /// Payload bytes in `retries`.
+    retry_bytes: usize,
     retry: RetryPolicy,
     /// This loop turn's outcomes for the senders, per core.
     outcomes: Vec<Vec<(ReplyTo, bool)>>,
@@ -213,6 +215,7 @@ impl Relay {
             groups: Slab::new(),
             batcher,
             retries: Vec::new(),
+            retry_bytes: 0,
             retry: RetryPolicy::default(),
             outcomes: (0..cores).map(|_| Vec::new()).collect(),
             down: HashSet::new(),
@@ -619,52 +622,61 @@ impl Relay {
         }
     }
 
-    fn on_batch_reply(
-        &mut self,
-        mut flight: Box<InFlight>,
-        result: Result<Value, redis_lite::Error>,
-    ) {
+    fn on_batch_reply(&mut self, flight: Box<InFlight>, result: Result<Value, redis_lite::Error>) {
         match result {
-            Ok(receivers) => {
-                // Nobody listens on a server's channel: it is gone (or
-                // reconnecting). Its users can't be reached there; stop
-                // routing them to it until the routes say otherwise.
-                if matches!(receivers, Value::Int(0))
-                    && flight.ready.channel.starts_with(b"server:")
-                    && let Ok(batch) = wire::decode(&flight.ready.payload)
-                {
+            // Nobody listens on a server's channel: it is gone, or
+            // resubscribing after a failover. Stop routing its users there
+            // until the routes say otherwise, and try again within the
+            // retry bound; past it, they count as offline.
+            Ok(Value::Int(0)) if flight.ready.channel.starts_with(b"server:") => {
+                if let Ok(batch) = wire::decode(&flight.ready.payload) {
                     for record in &batch.records {
                         if let wire::Audience::User(user) = record.audience {
                             self.cache.invalidate(user);
                         }
                     }
+                }
+                if let Some(flight) = self.try_again(flight) {
                     debug!(
-                        "{} did not receive a batch: its routes dropped from the cache",
+                        "{} had no subscriber until the retry bound: its users are offline",
                         String::from_utf8_lossy(&flight.ready.channel)
                     );
+                    self.settle(&flight.ready, true);
                 }
-                self.settle(&flight.ready, true);
+            }
+            Ok(_) => self.settle(&flight.ready, true),
+            Err(e) if retryable(&e) => {
+                if let Some(flight) = self.try_again(flight) {
+                    debug!("publish failed ({e}) until the retry bound: senders told");
+                    self.settle(&flight.ready, false);
+                }
             }
             Err(e) => {
-                let now = Instant::now();
-                let again = (self.stopping.is_none() && retryable(&e))
-                    .then(|| self.retry.next(flight.retries, flight.first_sent, now))
-                    .flatten();
-                let counters = self.node.relay_counters();
-                match again {
-                    Some(at) => {
-                        flight.retries += 1;
-                        Counters::add(&counters.remote_retries, u64::from(flight.ready.records));
-                        debug!("publish failed ({e}): retrying");
-                        self.retries.push((at, flight));
-                    }
-                    None => {
-                        debug!("publish failed ({e}): senders told");
-                        self.settle(&flight.ready, false);
-                    }
-                }
+                debug!("publish failed ({e}): senders told");
+                self.settle(&flight.ready, false);
             }
         }
+    }
+
+    /// Schedules a batch to be published again, or hands it back when the
+    /// retry bound (time, count, memory) is spent or the server is stopping.
+    fn try_again(&mut self, mut flight: Box<InFlight>) -> Option<Box<InFlight>> {
+        let size = flight.ready.payload.len();
+        if self.stopping.is_some() || self.retry_bytes + size > self.retry.max_bytes {
+            return Some(flight);
+        }
+        let Some(at) = self
+            .retry
+            .next(flight.retries, flight.first_sent, Instant::now())
+        else {
+            return Some(flight);
+        };
+        flight.retries += 1;
+        let records = u64::from(flight.ready.records);
+        Counters::add(&self.node.relay_counters().remote_retries, records);
+        self.retry_bytes += size;
+        self.retries.push((at, flight));
+        None
     }
 
     fn on_message(&mut self, channel: &[u8], payload: Bytes) {
@@ -816,6 +828,7 @@ impl Relay {
                 .partition(|(at, _)| *at <= now);
             self.retries = later;
             for (_, flight) in due {
+                self.retry_bytes -= flight.ready.payload.len();
                 self.send_batch(flight);
             }
         }
