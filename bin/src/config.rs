@@ -98,10 +98,18 @@ pub struct Config {
     #[arg(long, env = "RINGHUB_MAX_CONNECTIONS", default_value_t = 1_000_000)]
     pub max_connections: usize,
 
-    /// Most connections from one source IP (0: no limit). Behind a load
-    /// balancer that hides client addresses, set 0.
+    /// Most connections from one source (an IPv4 address or an IPv6 /64;
+    /// 0: no limit). Behind a load balancer, set RINGHUB_TRUSTED_PROXIES so
+    /// the client's address is counted, not the balancer's.
     #[arg(long, env = "RINGHUB_MAX_CONNECTIONS_PER_IP", default_value_t = 10_000)]
     pub max_connections_per_ip: u32,
+
+    /// Networks of the load balancers in front of this server, comma
+    /// separated (`10.0.0.0/8`, `192.0.2.7`): connections from them are
+    /// counted against the client address in their `X-Forwarded-For`.
+    /// Empty: the peer address is the source.
+    #[arg(long, env = "RINGHUB_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Handshakes accepted per second by the process (a reconnect storm is
     /// spread out, not served all at once).
@@ -314,6 +322,14 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A network in CIDR notation, or one address.
+fn parse_network(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is not a network (10.0.0.0/8) or an address (192.0.2.7)"))
 }
 
 fn bad(flag: &str, variable: &str, message: &str) -> ConfigError {

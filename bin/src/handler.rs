@@ -2,6 +2,7 @@
 //! the client protocol, delivery to this core's connections and posts to
 //! the other cores.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -24,12 +25,13 @@ use crate::metrics::Counters;
 use crate::node::Node;
 use crate::presence::CoreSet;
 use crate::ratelimit::TokenBucket;
+use crate::sources::Source;
 
 /// The only path that upgrades to WebSocket.
 pub const WS_PATH: &str = "/ws";
 
 /// A connection's state, inline in the engine's slab: every idle
-/// connection pays for it, so it is 40 bytes (topics live in the hub, only
+/// connection pays for it, so it is 48 bytes (topics live in the hub, only
 /// for connections that have any).
 #[derive(Debug, Default)]
 pub struct ConnState {
@@ -43,6 +45,9 @@ pub struct ConnState {
     may_broadcast: bool,
     /// Welcomed and in the hub.
     joined: bool,
+    /// Where it came from, for the per-source limit (`Source::NONE` when
+    /// not counted).
+    source: Source,
 }
 
 /// Who a message is for, owned so it can cross cores.
@@ -132,7 +137,11 @@ impl CoreHandler {
     }
 
     /// Checks the request before the 101: path, admission, origin, token.
-    fn admit(&mut self, upgrade: &WebSocketUpgrade<'_, '_>) -> Result<Identity, Decision> {
+    fn admit(
+        &mut self,
+        upgrade: &WebSocketUpgrade<'_, '_>,
+        peer: Option<IpAddr>,
+    ) -> Result<(Identity, Source), Decision> {
         let reject = |status: u16, body: &str| Decision::Reject {
             status,
             body: body.to_owned(),
@@ -170,25 +179,75 @@ impl CoreHandler {
             reject(401, &e.to_string())
         })?;
         // Counted last, so a refused handshake never holds a place.
+        let source = self.take_source_place(upgrade, peer).map_err(|()| {
+            self.count(|c| &c.rejected_per_ip);
+            reject(
+                429,
+                "too many connections from your address: close some first",
+            )
+        })?;
         let open = self.node.open.fetch_add(1, Ordering::Relaxed);
         if open >= self.node.settings.max_connections {
-            self.node.open.fetch_sub(1, Ordering::Relaxed);
+            self.release(source);
             self.count(|c| &c.rejected_capacity);
             return Err(reject(
                 503,
                 "server at its connection limit: retry elsewhere",
             ));
         }
-        Ok(identity)
+        Ok((identity, source))
+    }
+
+    /// Takes a place for one more connection from the client's source, if
+    /// the per-source limit is on and the address is known.
+    fn take_source_place(
+        &self,
+        upgrade: &WebSocketUpgrade<'_, '_>,
+        peer: Option<IpAddr>,
+    ) -> Result<Source, ()> {
+        let sources = &self.node.sources;
+        let Some(peer) = peer.filter(|_| sources.enabled()) else {
+            return Ok(Source::NONE);
+        };
+        let proxies = &self.node.trusted_proxies;
+        let client = if proxies.is_empty() {
+            peer
+        } else {
+            let forwarded: Vec<&[u8]> =
+                upgrade.request().header_values("x-forwarded-for").collect();
+            proxies.client(peer, &forwarded)
+        };
+        let source = Source::of(client);
+        if sources.try_add(source) {
+            Ok(source)
+        } else {
+            Err(())
+        }
+    }
+
+    /// Gives back what admission took: the connection's place in the
+    /// process and its source's count.
+    fn release(&self, source: Source) {
+        self.node.open.fetch_sub(1, Ordering::Relaxed);
+        if source != Source::NONE {
+            self.node.sources.remove(source);
+        }
     }
 
     /// Sets up an admitted connection's state. It joins the hub only with
     /// its welcome, so nothing can reach it before the welcome does.
-    fn admitted(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, identity: Identity) {
+    fn admitted(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        identity: Identity,
+        source: Source,
+    ) {
         let settings = &self.node.settings;
         let now = self.now_ms();
         if let Some(state) = ctx.state(conn) {
             state.user = Some(Arc::from(identity.user));
+            state.source = source;
             state.messages = TokenBucket::full(settings.message_rate, now);
             state.errors = TokenBucket::full(settings.error_rate, now);
             state.may_broadcast = match settings.broadcast {
@@ -565,21 +624,22 @@ impl Handler for CoreHandler {
         conn: ConnId,
         upgrade: &WebSocketUpgrade<'_, '_>,
     ) -> Decision {
-        let identity = match self.admit(upgrade) {
-            Ok(identity) => identity,
+        let peer = ctx.peer_addr(conn).map(|a| a.ip());
+        let (identity, source) = match self.admit(upgrade, peer) {
+            Ok(admitted) => admitted,
             Err(decision) => return decision,
         };
         // The welcome can only be queued once the 101 is: post it to this
         // core, whose mailbox is read after this callback returns.
         if ctx.post(self.core, Post::Welcome(conn)).is_err() {
-            self.node.open.fetch_sub(1, Ordering::Relaxed);
+            self.release(source);
             self.count(|c| &c.mailbox_full);
             return Decision::Reject {
                 status: 503,
                 body: "server overloaded: retry shortly".into(),
             };
         }
-        self.admitted(ctx, conn, identity);
+        self.admitted(ctx, conn, identity, source);
         Decision::accept()
     }
 
@@ -605,13 +665,13 @@ impl Handler for CoreHandler {
     }
 
     fn on_close(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, reason: CloseReason) {
-        let Some((user, joined)) = ctx
+        let Some((user, joined, source)) = ctx
             .state(conn)
-            .and_then(|s| Some((s.user.take()?, s.joined)))
+            .and_then(|s| Some((s.user.take()?, s.joined, s.source)))
         else {
             return;
         };
-        self.node.open.fetch_sub(1, Ordering::Relaxed);
+        self.release(source);
         self.count(|c| &c.connections_closed);
         debug!(user = %user, core = self.core, reason = ?reason, "connection closed");
         let c = &self.counters;
@@ -700,6 +760,6 @@ mod tests {
 
     #[test]
     fn connection_state_stays_small() {
-        assert!(std::mem::size_of::<ConnState>() <= 40);
+        assert!(std::mem::size_of::<ConnState>() <= 48);
     }
 }

@@ -27,4 +27,5 @@ pub mod relay;
 pub mod retry;
 pub mod routes;
 pub mod snapshot;
+pub mod sources;
 pub mod wire;

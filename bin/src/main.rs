@@ -79,12 +79,6 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
             config.listen
         );
     }
-    if config.max_connections_per_ip != 0 {
-        info!(
-            "RINGHUB_MAX_CONNECTIONS_PER_IP is not enforced yet: the engine does not report \
-             peer addresses"
-        );
-    }
 
     block_termination_signals();
     let handlers = node.clone();

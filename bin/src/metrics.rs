@@ -40,6 +40,8 @@ counters! {
     unexpected_disconnects,
     /// Upgrades refused because the process holds its maximum.
     rejected_capacity,
+    /// Upgrades refused because their source holds its maximum.
+    rejected_per_ip,
     /// Upgrades refused by the handshake rate limit.
     rejected_handshake_rate,
     /// Upgrades refused for a missing or bad token.

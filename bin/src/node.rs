@@ -16,6 +16,7 @@ use crate::metrics::{Counters, Totals};
 use crate::origin::{OriginPatternError, OriginPolicy};
 use crate::presence::Presence;
 use crate::ratelimit::Rate;
+use crate::sources::{SourceCounts, TrustedProxies};
 
 /// Bad input a client may send in a row (refilled at one per second)
 /// before it is closed with 1008.
@@ -57,6 +58,9 @@ pub struct Node {
     pub auth: Option<Authenticator>,
     pub origins: OriginPolicy,
     pub presence: Presence,
+    /// Open connections per source address (the per-IP limit).
+    pub sources: SourceCounts,
+    pub trusted_proxies: TrustedProxies,
     pub conn_ids: ConnIds,
     pub broker: Broker,
     /// Admitted connections in the process, for the connection limit.
@@ -97,6 +101,8 @@ impl Node {
             auth: Authenticator::from_config(config)?,
             origins: OriginPolicy::new(&config.allowed_origins)?,
             presence: Presence::default(),
+            sources: SourceCounts::new(config.max_connections_per_ip),
+            trusted_proxies: TrustedProxies::new(config.trusted_proxies.clone()),
             conn_ids: ConnIds::new(random_server_number()),
             broker,
             open: AtomicUsize::new(0),

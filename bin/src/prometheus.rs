@@ -83,6 +83,7 @@ pub fn render(out: &mut String, s: &Snapshot) {
     );
     for (reason, n) in [
         ("capacity", t.rejected_capacity),
+        ("per_ip", t.rejected_per_ip),
         ("handshake_rate", t.rejected_handshake_rate),
         ("auth", t.rejected_auth),
         ("origin", t.rejected_origin),

@@ -277,6 +277,89 @@ fn the_connection_limit_refuses_with_503() {
     }
 }
 
+/// Waits until an upgrade from `source` is admitted again (a closed
+/// connection's place comes back once the server has seen the close).
+fn admitted_again_from(server: &Ringhub, source: std::net::Ipv4Addr, user: &str) -> Client {
+    let deadline = std::time::Instant::now() + common::WAIT;
+    loop {
+        match server.try_connect_from(source, &format!("user={user}"), &[]) {
+            Ok(c) => return c,
+            Err((429, _)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_per_ip_limit_refuses_with_429_and_counts_each_source_apart() {
+    let server = Ringhub::start(&["--max-connections-per-ip", "2"]);
+    let a: std::net::Ipv4Addr = "127.0.0.2".parse().unwrap();
+    let b: std::net::Ipv4Addr = "127.0.0.3".parse().unwrap();
+    let _a1 = server.try_connect_from(a, "user=a1", &[]).unwrap();
+    let a2 = server.try_connect_from(a, "user=a2", &[]).unwrap();
+    let (status, body) = server.try_connect_from(a, "user=a3", &[]).err().unwrap();
+    assert_eq!(status, 429, "{body}");
+    assert!(body.contains("too many connections"), "{body}");
+    // Another address has its own count.
+    let _b1 = server.try_connect_from(b, "user=b1", &[]).unwrap();
+    // A forwarded address from an untrusted peer changes nothing.
+    let spoofed = [("X-Forwarded-For", "203.0.113.9")];
+    assert_eq!(
+        server
+            .try_connect_from(a, "user=a4", &spoofed)
+            .err()
+            .unwrap()
+            .0,
+        429
+    );
+    // A closed connection gives its place back.
+    drop(a2);
+    let _a3 = admitted_again_from(&server, a, "a3");
+    let (_, metrics) = server.http("GET", "/metrics", &[], "");
+    assert!(
+        metrics.contains("ringhub_handshakes_rejected_total{reason=\"per_ip\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn behind_a_trusted_proxy_the_forwarded_client_is_counted() {
+    // 127.0.0.5 plays the load balancer; its clients are told apart by
+    // X-Forwarded-For, while the same header from elsewhere is ignored.
+    let server = Ringhub::start(&[
+        "--max-connections-per-ip",
+        "1",
+        "--trusted-proxies",
+        "127.0.0.5/32",
+    ]);
+    let proxy: std::net::Ipv4Addr = "127.0.0.5".parse().unwrap();
+    let c1 = [("X-Forwarded-For", "203.0.113.1")];
+    let c2 = [("X-Forwarded-For", "203.0.113.2")];
+    let _first = server.try_connect_from(proxy, "user=x", &c1).unwrap();
+    let _second = server.try_connect_from(proxy, "user=y", &c2).unwrap();
+    assert_eq!(
+        server
+            .try_connect_from(proxy, "user=z", &c1)
+            .err()
+            .unwrap()
+            .0,
+        429,
+        "the same client through the proxy again"
+    );
+    // A client that prepends its own entry is still counted by the proxy's.
+    let spoof = [("X-Forwarded-For", "198.51.100.7, 203.0.113.1")];
+    assert_eq!(
+        server
+            .try_connect_from(proxy, "user=w", &spoof)
+            .err()
+            .unwrap()
+            .0,
+        429
+    );
+}
+
 #[test]
 fn http_endpoints() {
     let server = Ringhub::start(&[]);

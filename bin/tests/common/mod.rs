@@ -142,6 +142,32 @@ impl Ringhub {
         query: &str,
         headers: &[(&str, &str)],
     ) -> Result<Client, (u16, String)> {
+        let stream = TcpStream::connect(self.addr).expect("tcp connect");
+        self.try_upgrade(stream, path, query, headers)
+    }
+
+    /// Opens `/ws?query` from the loopback address `source` (127.0.0.0/8).
+    pub fn try_connect_from(
+        &self,
+        source: std::net::Ipv4Addr,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, (u16, String)> {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        let from = std::net::SocketAddr::from((source, 0));
+        socket.bind(&from.into()).expect("bind the source address");
+        socket.connect(&self.addr.into()).expect("tcp connect");
+        self.try_upgrade(socket.into(), "/ws", query, headers)
+    }
+
+    fn try_upgrade(
+        &self,
+        stream: TcpStream,
+        path: &str,
+        query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Client, (u16, String)> {
         let url = format!("ws://{}{path}?{query}", self.addr);
         let mut request = url.into_client_request().expect("request");
         for (k, v) in headers {
@@ -150,7 +176,6 @@ impl Ringhub {
                 .headers_mut()
                 .insert(name, HeaderValue::from_str(v).expect("header"));
         }
-        let stream = TcpStream::connect(self.addr).expect("tcp connect");
         stream.set_read_timeout(Some(WAIT)).expect("timeout");
         stream.set_nodelay(true).expect("nodelay");
         match tungstenite::client(request, stream) {
