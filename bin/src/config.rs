@@ -152,8 +152,9 @@ pub struct Config {
     #[arg(long, env = "RINGHUB_IDLE_TIMEOUT_SECS", default_value_t = 90)]
     pub idle_timeout_secs: u64,
 
-    /// Seconds between this server's heartbeats to Redis; a server silent for
-    /// three intervals is pruned by the others.
+    /// Heartbeat period in seconds: a server killed without a goodbye is
+    /// pruned from Redis by the others within one period (it beats four times
+    /// a period and is dead once silent for half of one).
     #[arg(long, env = "RINGHUB_HEARTBEAT_SECS", default_value_t = 5)]
     pub heartbeat_secs: u64,
 

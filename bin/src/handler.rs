@@ -491,17 +491,29 @@ impl CoreHandler {
             },
         );
         let encoded = Bytes::copy_from_slice(&self.out);
-        let mut frame = SharedFrame::text(encoded.clone());
+        // The WebSocket frame is built only if someone in this process
+        // gets it: a send to a user on another server needs none.
+        let mut frame = None;
+        let shared = |frame: &mut Option<SharedFrame>| -> SharedFrame {
+            frame
+                .get_or_insert_with(|| SharedFrame::text(encoded.clone()))
+                .clone()
+        };
         let presence = &self.node.presence;
         let (local, cores): (&[ConnId], CoreSet) = match message.to {
             Recipient::User(user) => (self.hub.user(user), presence.users.cores(user)),
             Recipient::Topic(topic) => (self.hub.topic(topic), presence.topics.cores(topic)),
             Recipient::Everyone => (&[], CoreSet::all(ctx.cores())),
         };
-        let mut delivered = ctx.broadcast(local.iter().copied(), &mut frame);
+        let mut delivered = 0;
+        if !local.is_empty() {
+            let frame = frame.get_or_insert_with(|| SharedFrame::text(encoded.clone()));
+            delivered = ctx.broadcast(local.iter().copied(), frame);
+        }
         let dropped = local.len().saturating_sub(delivered);
         if matches!(message.to, Recipient::Everyone) {
-            delivered += ctx.broadcast(self.hub.everyone(), &mut frame);
+            let frame = frame.get_or_insert_with(|| SharedFrame::text(encoded.clone()));
+            delivered += ctx.broadcast(self.hub.everyone(), frame);
         }
         self.delivered(delivered, dropped, encoded.len());
         let mut target = None;
@@ -514,7 +526,7 @@ impl CoreHandler {
             });
             let post = Post::Deliver {
                 target: target.clone(),
-                frame: frame.clone(),
+                frame: shared(&mut frame),
                 bytes: encoded.len(),
             };
             if ctx.post(core, post).is_err() {

@@ -60,9 +60,17 @@ impl CoreSet {
         self.0.iter().all(|w| *w == 0)
     }
 
-    /// The cores in the set, lowest first.
+    /// The cores in the set, lowest first. Walks the set bits only: every
+    /// routed message iterates a set, and testing all 256 bits showed as a
+    /// tenth of a sending core's time.
     pub fn iter(self) -> impl Iterator<Item = u16> {
-        (0..MAX_CORES as u16).filter(move |c| self.contains(*c))
+        self.0.into_iter().enumerate().flat_map(|(word, mut bits)| {
+            std::iter::from_fn(move || {
+                let bit = (bits != 0).then(|| bits.trailing_zeros())?;
+                bits &= bits - 1;
+                Some((word * 64) as u16 + bit as u16)
+            })
+        })
     }
 }
 
