@@ -360,6 +360,70 @@ fn behind_a_trusted_proxy_the_forwarded_client_is_counted() {
     );
 }
 
+/// Reads one HTTP response (head and `Content-Length` body) off `stream`.
+fn read_response(stream: &mut std::io::BufReader<std::net::TcpStream>) -> (u16, String) {
+    use std::io::{BufRead, Read};
+    let mut status = 0;
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        assert!(stream.read_line(&mut line).expect("read") > 0, "closed");
+        let line = line.trim_end();
+        if status == 0 {
+            status = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
+        } else if line.is_empty() {
+            break;
+        } else if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).expect("body");
+    (status, String::from_utf8(body).unwrap())
+}
+
+#[test]
+fn a_backend_publishes_many_times_over_one_kept_alive_connection() {
+    use std::io::Write;
+    const KEY: &str = "test-api-key-0123456789";
+    let server = Ringhub::start(&["--api-key", KEY]);
+    let mut alice = user(&server, "alice");
+    let stream = std::net::TcpStream::connect(server.addr).unwrap();
+    stream.set_read_timeout(Some(common::WAIT)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = std::io::BufReader::new(stream);
+    let request = |n: u32| {
+        let body = format!(r#"{{"type":"send","to":"alice","data":{n}}}"#);
+        format!(
+            "POST /api/publish HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {KEY}\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    // One at a time, then ten written at once (pipelined): all answered,
+    // in order, on the same connection.
+    for n in 0..10 {
+        writer.write_all(request(n).as_bytes()).unwrap();
+        assert_eq!(read_response(&mut reader).0, 202, "request {n}");
+    }
+    let burst: String = (10..20).map(request).collect();
+    writer.write_all(burst.as_bytes()).unwrap();
+    for n in 10..20 {
+        assert_eq!(read_response(&mut reader).0, 202, "request {n}");
+    }
+    let mut got = Vec::new();
+    while got.len() < 20 {
+        got.push(alice.recv_type("message")["data"].as_u64().unwrap());
+    }
+    assert_eq!(
+        got,
+        (0..20).collect::<Vec<u64>>(),
+        "every publish, in order"
+    );
+}
+
 #[test]
 fn http_endpoints() {
     let server = Ringhub::start(&[]);
