@@ -6,6 +6,8 @@
 //! per worker, and a connection keeps bytes only for a partial frame or an
 //! unsent tail, so idle connections cost a socket and a small struct.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::io::{self, Read as _, Write as _};
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use mio::{Events, Interest, Poll, Token};
 use serde::{Deserialize, Serialize};
 
 use crate::handshake::Upgrade;
+use crate::login::Login;
 use crate::session::{Session, Shared};
 use crate::stats::{WorkerReport, record_ns};
 use crate::sys;
@@ -23,8 +26,14 @@ use crate::workload::{Role, Workload};
 /// Everything a worker needs; crosses to worker processes as JSON.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WorkerSpec {
-    pub target: Target,
+    /// Servers to connect to; the workload says which connection goes where.
+    pub targets: Vec<Target>,
     pub workload: Workload,
+    /// How ringhub workloads log their users in.
+    pub login: Login,
+    /// Whether this worker holds every connection of the run, so that it
+    /// alone can tell when every owed delivery has arrived.
+    pub alone: bool,
     /// Global indices of this worker's connections: `first..first + count`.
     pub first: usize,
     pub count: usize,
@@ -106,12 +115,24 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(200);
 /// Fan-out drain ends after this long without a delivery.
 const QUIET: Duration = Duration::from_millis(500);
 const SCRATCH: usize = 64 * 1024;
+/// A sender whose socket holds more unsent bytes than this waits for the
+/// server to read; its missed sends go out later with their due stamps.
+const MAX_UNSENT: usize = 256 * 1024;
+/// Sends between two looks at the sockets when senders are behind.
+const SEND_BATCH: usize = 256;
+/// Poll token of the send timer (connections use their index).
+const ALARM: Token = Token(usize::MAX);
+
+/// Due time and connection index of each scheduled sender.
+type Schedule = BinaryHeap<Reverse<(u64, usize)>>;
 
 struct Conn {
     stream: mio::net::TcpStream,
     /// `None` until the TCP connect completes.
     session: Option<Session>,
     role: Role,
+    /// Index of the server in the spec's targets.
+    target: usize,
     /// Bytes the socket did not take yet.
     unsent: Vec<u8>,
     started_ns: u64,
@@ -133,6 +154,8 @@ struct Worker<'s> {
     in_progress: usize,
     last_delivery_ns: u64,
     last_upgrade_ns: u64,
+    /// Wakes the poll when the next send is due.
+    alarm: sys::Alarm,
 }
 
 /// Runs a worker to completion: connect, report ready, wait for the go,
@@ -140,8 +163,17 @@ struct Worker<'s> {
 /// returned.
 pub fn run(spec: &WorkerSpec, link: &mut dyn Link) -> Result<WorkerReport, DriverError> {
     let poll = Poll::new().map_err(DriverError::Poll)?;
-    let upgrade = Upgrade::new(&spec.target, websocket_key(spec.seed));
-    let shared = Shared::new(&spec.workload, upgrade, spec.seed, spec.send_budget)?;
+    let key = websocket_key(spec.seed);
+    let upgrades = spec.targets.iter().map(|t| Upgrade::new(t, key)).collect();
+    let shared = Shared::new(&spec.workload, upgrades, spec.seed, spec.send_budget)?;
+    let alarm = sys::Alarm::new().map_err(DriverError::Poll)?;
+    poll.registry()
+        .register(
+            &mut mio::unix::SourceFd(&alarm.raw_fd()),
+            ALARM,
+            Interest::READABLE,
+        )
+        .map_err(DriverError::Poll)?;
     let mut w = Worker {
         spec,
         poll,
@@ -154,6 +186,7 @@ pub fn run(spec: &WorkerSpec, link: &mut dyn Link) -> Result<WorkerReport, Drive
         in_progress: 0,
         last_delivery_ns: 0,
         last_upgrade_ns: 0,
+        alarm,
     };
 
     let (t0, c0) = (sys::monotonic_ns(), sys::thread_cpu_ns());
@@ -244,8 +277,12 @@ impl Worker<'_> {
         let spec = self.spec;
         let global = spec.first + local;
         let source = spec.sources[global % spec.sources.len()];
+        let target = spec.workload.target_of(global, spec.targets.len());
+        let Some(addr) = spec.targets.get(target).map(Target::addr) else {
+            return;
+        };
         self.shared.counters.attempted += 1;
-        let stream = sys::connect_from(source, spec.target.addr()).and_then(|mut stream| {
+        let stream = sys::connect_from(source, addr).and_then(|mut stream| {
             self.poll
                 .registry()
                 .register(
@@ -262,6 +299,7 @@ impl Worker<'_> {
                     stream,
                     session: None,
                     role: spec.workload.role(global),
+                    target,
                     unsent: Vec::new(),
                     started_ns: now,
                     pending: true,
@@ -300,9 +338,10 @@ impl Worker<'_> {
             .workload
             .publish_interval()
             .map(|d| d.as_nanos() as u64);
-        // Publishers start staggered over one interval so their sends do
-        // not all land in the same instant.
-        let mut publishers: Vec<(usize, u64)> = Vec::new();
+        // Senders start staggered over one interval so their sends do not
+        // all land in the same instant.
+        let senders = u64::from(spec.workload.senders().max(1));
+        let mut schedule = Schedule::new();
         for local in 0..self.conns.len() {
             let Some(conn) = self.conns[local].as_mut() else {
                 continue;
@@ -311,48 +350,49 @@ impl Worker<'_> {
                 session.begin(&mut self.shared, start, &mut self.out);
             }
             self.flush(local);
-            if let (Role::Publisher { stream, .. }, Some(every)) = (self.role_of(local), interval) {
-                let offset =
-                    every * u64::from(stream) / u64::from(publisher_count(&spec.workload).max(1));
-                publishers.push((local, start + offset));
+            if let (Some(index), Some(every)) = (self.role_of(local).sender_index(), interval) {
+                let offset = every * u64::from(index) / senders;
+                schedule.push(Reverse((start + offset, local)));
             }
         }
+        // Senders waiting for their socket to drain, with their due times.
+        let mut blocked: Vec<(u64, usize)> = Vec::new();
 
         let mut last_progress = start;
         loop {
             let now = self.now();
-            let sends_done = self.shared.send_budget == 0 && publishers.is_empty();
+            let sends_done =
+                self.shared.send_budget == 0 && schedule.is_empty() && blocked.is_empty();
             if now >= end || (sends_done && spec.workload != Workload::Connect) {
                 break;
             }
-            let mut wake = end.min(last_progress + PROGRESS_EVERY.as_nanos() as u64);
             if let Some(every) = interval {
-                // A publisher that cannot send (closed, or the count bound
-                // reached) leaves the schedule instead of spinning on it.
-                publishers.retain_mut(|(local, due)| {
-                    let mut sending = true;
-                    while *due <= now && *due < end {
-                        let published = match self.conns[*local]
-                            .as_mut()
-                            .and_then(|c| c.session.as_mut())
-                        {
-                            Some(session) => session.publish(&mut self.shared, *due, &mut self.out),
-                            None => false,
-                        };
-                        if !published {
-                            sending = false;
-                            break;
-                        }
-                        *due += every;
-                    }
-                    self.flush(*local);
-                    if sending {
-                        wake = wake.min(*due);
-                    }
-                    sending
-                });
+                self.send_due(&mut schedule, &mut blocked, now, end, every);
             }
-            self.poll_once(Some(Duration::from_nanos(wake.saturating_sub(self.now()))));
+            let mut wake = end.min(last_progress + PROGRESS_EVERY.as_nanos() as u64);
+            if let Some(&Reverse((due, _))) = schedule.peek() {
+                wake = wake.min(due);
+            }
+            let now = self.now();
+            if wake > now {
+                if self.alarm.arm_at(spec.epoch_ns + wake).is_err() {
+                    // Without the timer, epoll's millisecond timeout still bounds the wait.
+                    self.note_error("cannot arm the send timer".into());
+                }
+                self.poll_once(Some(Duration::from_nanos(wake - now)));
+            } else {
+                self.poll_once(Some(Duration::ZERO));
+            }
+            // Senders whose sockets drained go back on the schedule.
+            blocked.retain(|&(due, local)| {
+                let drained = self.conns[local]
+                    .as_ref()
+                    .is_none_or(|c| c.unsent.len() < MAX_UNSENT);
+                if drained {
+                    schedule.push(Reverse((due, local)));
+                }
+                !drained
+            });
             let now = self.now();
             if now - last_progress >= PROGRESS_EVERY.as_nanos() as u64 {
                 link.send(WorkerEvent::Progress {
@@ -371,10 +411,17 @@ impl Worker<'_> {
             let c = &self.shared.counters;
             let echo_done =
                 matches!(spec.workload, Workload::Echo { .. }) && c.unique >= c.expected_local;
-            let fanout_quiet = matches!(spec.workload, Workload::Fanout { .. })
-                && now - self.last_delivery_ns > quiet;
+            // Deliveries owed to other workers' connections cannot be
+            // counted here: a quiet spell ends the drain instead.
+            let all_delivered =
+                spec.workload.is_ringhub() && spec.alone && c.unique >= c.expected_local;
+            let fanout_quiet = matches!(
+                spec.workload,
+                Workload::Fanout { .. } | Workload::Direct { .. } | Workload::Mixed { .. }
+            ) && now - self.last_delivery_ns > quiet;
             if now >= drain_end
                 || echo_done
+                || all_delivered
                 || fanout_quiet
                 || matches!(spec.workload, Workload::Connect)
             {
@@ -383,6 +430,45 @@ impl Worker<'_> {
             self.poll_once(Some(Duration::from_millis(20)));
         }
         self.report.active_ns = self.last_delivery_ns.saturating_sub(start);
+    }
+
+    /// Sends what is due by `now` (at most [`SEND_BATCH`] messages, so a
+    /// sender far behind does not starve the reads), each stamped with the
+    /// time it was due.
+    fn send_due(
+        &mut self,
+        schedule: &mut Schedule,
+        blocked: &mut Vec<(u64, usize)>,
+        now: u64,
+        end: u64,
+        every: u64,
+    ) {
+        for _ in 0..SEND_BATCH {
+            let Some(&Reverse((due, local))) = schedule.peek() else {
+                return;
+            };
+            if due > now || due >= end {
+                return;
+            }
+            schedule.pop();
+            let Some(conn) = self.conns[local].as_mut() else {
+                continue;
+            };
+            if conn.unsent.len() >= MAX_UNSENT {
+                blocked.push((due, local));
+                continue;
+            }
+            // A sender that cannot send (closed, or the count bound
+            // reached) leaves the schedule instead of spinning on it.
+            let sent = conn
+                .session
+                .as_mut()
+                .is_some_and(|s| s.send_scheduled(&mut self.shared, due, &mut self.out));
+            self.flush(local);
+            if sent {
+                schedule.push(Reverse((due + every, local)));
+            }
+        }
     }
 
     fn role_of(&self, local: usize) -> Role {
@@ -426,6 +512,9 @@ impl Worker<'_> {
         // The events buffer is moved out while handlers borrow the worker.
         let events = std::mem::replace(&mut self.events, Events::with_capacity(0));
         for event in &events {
+            if event.token() == ALARM {
+                continue;
+            }
             let readable = event.is_readable() || event.is_read_closed() || event.is_error();
             self.on_event(event.token().0, readable, event.is_writable());
         }
@@ -450,7 +539,18 @@ impl Worker<'_> {
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => return self.fail_connect(local, format!("connect: {e}")),
             }
-            conn.session = Some(Session::start(conn.role, &self.shared, &mut self.out));
+            let query = match conn.role.user().map(|user| self.spec.login.query(user)) {
+                None => None,
+                Some(Ok(query)) => Some(query),
+                Some(Err(e)) => return self.fail_connect(local, e.to_string()),
+            };
+            conn.session = Some(Session::start(
+                conn.role,
+                conn.target,
+                query.as_deref(),
+                &self.shared,
+                &mut self.out,
+            ));
             self.flush(local);
         }
         if writable {
@@ -578,13 +678,6 @@ impl Worker<'_> {
         if self.report.first_error.is_none() {
             self.report.first_error = Some(why);
         }
-    }
-}
-
-fn publisher_count(w: &Workload) -> u32 {
-    match *w {
-        Workload::Fanout { publishers, .. } => publishers,
-        _ => 0,
     }
 }
 

@@ -33,6 +33,10 @@ pub enum HandshakeError {
 #[derive(Debug, Clone)]
 pub struct Upgrade {
     request: Vec<u8>,
+    /// End of the request target in `request`: a login query goes there.
+    path_end: usize,
+    /// Whether the request target already has a query (`?`).
+    has_query: bool,
     accept: String,
 }
 
@@ -49,12 +53,28 @@ impl Upgrade {
         );
         Upgrade {
             request: request.into_bytes(),
+            path_end: "GET ".len() + target.path().len(),
+            has_query: target.path().contains('?'),
             accept: accept_for(&key),
         }
     }
 
     pub fn request(&self) -> &[u8] {
         &self.request
+    }
+
+    /// Appends the request to `out`, with `query` (`user=u1`, `token=…`;
+    /// URL-safe already) added to the request target when given.
+    pub fn write_request(&self, query: Option<&str>, out: &mut Vec<u8>) {
+        let Some(query) = query else {
+            out.extend_from_slice(&self.request);
+            return;
+        };
+        let (head, tail) = self.request.split_at(self.path_end);
+        out.extend_from_slice(head);
+        out.push(if self.has_query { b'&' } else { b'?' });
+        out.extend_from_slice(query.as_bytes());
+        out.extend_from_slice(tail);
     }
 
     /// The `Sec-WebSocket-Accept` a genuine server answers with.
@@ -137,6 +157,23 @@ mod tests {
             .find(|h| h.name == "Sec-WebSocket-Key")
             .unwrap();
         assert_eq!(key.value, b"dGhlIHNhbXBsZSBub25jZQ==");
+    }
+
+    #[test]
+    fn a_login_query_joins_the_request_target() {
+        let up = upgrade();
+        let mut out = Vec::new();
+        up.write_request(Some("user=s1"), &mut out);
+        assert!(out.starts_with(b"GET /ws?user=s1 HTTP/1.1\r\nHost: 127.0.0.1:9000\r\n"));
+        assert_eq!(out.len(), up.request().len() + "?user=s1".len());
+        let target: Target = "ws://127.0.0.1:9000/ws?v=2".parse().unwrap();
+        let up = Upgrade::new(&target, [0; 16]);
+        out.clear();
+        up.write_request(Some("token=a.b.c"), &mut out);
+        assert!(out.starts_with(b"GET /ws?v=2&token=a.b.c HTTP/1.1\r\n"));
+        out.clear();
+        up.write_request(None, &mut out);
+        assert_eq!(out, up.request());
     }
 
     #[test]

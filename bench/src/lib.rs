@@ -7,16 +7,22 @@
 //! how loss is counted), [`handshake`] and [`session`] (one connection's
 //! protocol, sans-IO), [`driver`] (a worker's sockets and clock), [`group`]
 //! (threads and processes as one), [`run`] (a step from the parent's side),
-//! then [`report`] and [`chart`].
+//! then [`report`] and [`chart`]. The ringhub workloads add [`login`]
+//! (who a connection is), [`inbound`] (what a server frame is) and
+//! [`chat`] (the `mixed` workload's rooms and picks).
 #![forbid(unsafe_code)]
 
 pub mod chart;
+pub mod chat;
 pub mod cli;
 pub mod driver;
 pub mod group;
 pub mod handshake;
+pub mod inbound;
+pub mod login;
 pub mod payload;
 pub mod procstat;
+pub mod redis_info;
 pub mod report;
 pub mod run;
 pub mod seq;

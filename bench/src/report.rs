@@ -53,12 +53,21 @@ pub fn summary(r: &StepResult) -> String {
             r.throughput, r.run_secs
         );
         s.push_str(&latency_line("delivery latency", &r.latency));
+        if !c.errors.is_empty() {
+            let codes: Vec<String> = c.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
+            let _ = writeln!(s, "  error frames       {}", codes.join(", "));
+        }
     }
     if let Some(server) = &r.server {
         let _ = writeln!(
             s,
-            "  server pid {}     RSS {:.1} MiB idle -> {:.1} MiB connected ({:.0} B/connection), CPU {:.0}% connecting, {:.0}% measured",
-            server.pid,
+            "  server pid {:<6} RSS {:.1} MiB idle -> {:.1} MiB connected ({:.0} B/connection), CPU {:.0}% connecting, {:.0}% measured",
+            server
+                .pids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join("+"),
             mib(server.rss_before_bytes),
             mib(server.rss_connected_bytes),
             server.rss_per_connection_bytes,
@@ -96,6 +105,25 @@ pub fn summary(r: &StepResult) -> String {
     }
     if r.generator_saturated {
         s.push_str("  WARNING: the generator saturated its core: these figures measure the bench, not the server.\n           Add --threads/--processes, or give the generator more cores.\n");
+    }
+    if let Some(redis) = &r.redis {
+        let top: Vec<String> = redis
+            .by_command
+            .iter()
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "  redis              {} commands in the measured phase, {} per delivery ({}); Redis CPU {} per delivery",
+            redis.commands,
+            redis
+                .per_delivery
+                .map_or("-".to_owned(), |v| format!("{v:.3}")),
+            top.join(", "),
+            redis
+                .cpu_ns_per_delivery
+                .map_or("-".to_owned(), |v| format!("{v:.0} ns"))
+        );
     }
     if let Some(e) = &r.first_error {
         let _ = writeln!(s, "  first error        {e}");

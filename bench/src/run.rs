@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::driver::{Link, Snapshot, WorkerEvent, WorkerSpec};
 use crate::group::{self, GroupError, Members};
+use crate::login::Login;
 use crate::procstat::{self, ProcError, ProcSample};
+use crate::redis_info::{self, InfoError, Reading, RedisUsage};
 use crate::stats::{Counters, Percentiles, WorkerReport};
 use crate::sys;
 use crate::target::Target;
@@ -25,11 +27,19 @@ pub const SATURATED: f64 = 0.9;
 /// Everything one step needs.
 #[derive(Debug, Clone)]
 pub struct StepPlan {
-    pub target: Target,
+    /// The server, or the servers of a cross-server workload.
+    pub targets: Vec<Target>,
     pub workload: Workload,
-    /// Connections (fan-out: subscribers) in this step.
+    pub login: Login,
+    /// Connections (fan-out: subscribers; direct: pairs) in this step.
     pub connections: usize,
-    pub server_pid: Option<u32>,
+    /// Processes whose footprint is the server's: one per server, summed.
+    pub server_pids: Vec<u32>,
+    /// Wait between every connection being ready and the go: servers
+    /// announce new users and subscriptions to Redis asynchronously.
+    pub settle: Duration,
+    /// Redis nodes whose command counts are read at the go and the end.
+    pub redis_nodes: Vec<std::net::SocketAddr>,
     pub processes: usize,
     pub threads: usize,
     pub sources: usize,
@@ -45,7 +55,8 @@ pub struct StepPlan {
 /// The server's footprint over the step, when its PID was given.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServerUsage {
-    pub pid: u32,
+    /// The server processes; memory and CPU below are their sums.
+    pub pids: Vec<u32>,
     pub rss_before_bytes: u64,
     /// With every connection established, before the measured phase.
     pub rss_connected_bytes: u64,
@@ -112,6 +123,8 @@ pub struct StepResult {
     /// about half. Other activity on the host adds noise.
     pub kernel_bytes_per_connection: Option<f64>,
     pub first_error: Option<String>,
+    /// Redis commands over the measured phase, when nodes were given.
+    pub redis: Option<RedisUsage>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,6 +135,8 @@ pub enum RunError {
     Group(#[from] GroupError),
     #[error(transparent)]
     Proc(#[from] ProcError),
+    #[error(transparent)]
+    Redis(#[from] InfoError),
 }
 
 /// How a step's connections split: `processes` x `threads` workers.
@@ -167,18 +182,21 @@ pub fn run_step(plan: &StepPlan) -> Result<StepResult, RunError> {
     let sources: Vec<Ipv4Addr> = (1..=plan.sources.clamp(1, 254) as u8)
         .map(|i| Ipv4Addr::new(127, 0, 0, i))
         .collect();
-    let budget = match plan.workload {
-        // Only echo spreads its sends over every worker; publishers sit in
-        // the first worker, which may then use the whole budget.
-        Workload::Echo { .. } => plan.messages.div_ceil(workers as u64),
-        _ => plan.messages,
+    // Echo and chat spread their sends over every worker; publishers and
+    // direct senders sit in the first worker, which may use the whole budget.
+    let budget = if plan.workload.sends_everywhere() {
+        plan.messages.div_ceil(workers as u64)
+    } else {
+        plan.messages
     };
     let specs: Vec<WorkerSpec> = slices(sockets, workers)
         .into_iter()
         .enumerate()
         .map(|(i, (first, count))| WorkerSpec {
-            target: plan.target.clone(),
+            targets: plan.targets.clone(),
             workload: plan.workload.clone(),
+            login: plan.login.clone(),
+            alone: workers == 1,
             first,
             count,
             sources: sources.clone(),
@@ -194,7 +212,7 @@ pub fn run_step(plan: &StepPlan) -> Result<StepResult, RunError> {
         .collect();
     let deadlines = group::deadlines_for(&specs);
     // Read the idle server before any worker starts connecting.
-    let before = plan.server_pid.map(procstat::sample).transpose()?;
+    let before = sample_all(&plan.server_pids)?;
     let mut watch = Watch::new(plan, sockets as u64);
     let members = if split.processes == 1 {
         Members::threads(specs)?
@@ -206,8 +224,18 @@ pub fn run_step(plan: &StepPlan) -> Result<StepResult, RunError> {
     let report = group::run(members, &mut watch, deadlines);
     watch.bar.finish_and_clear();
     let report = report?;
-    let after = plan.server_pid.map(procstat::sample).transpose()?;
-    Ok(result(plan, split, sockets, &report, before, &watch, after))
+    let after = sample_all(&plan.server_pids)?;
+    let redis = match watch.redis_at_go.take() {
+        Some(before) => {
+            let before = before?;
+            let after = redis_info::read(&plan.redis_nodes)?;
+            Some(RedisUsage::new(&before, &after, report.counters.unique))
+        }
+        None => None,
+    };
+    let mut result = result(plan, split, sockets, &report, before, &watch, after);
+    result.redis = redis;
+    Ok(result)
 }
 
 fn result(
@@ -222,40 +250,40 @@ fn result(
     let secs = |ns: u64| ns as f64 / 1e9;
     let per_sec = |n: u64, ns: u64| if ns == 0 { 0.0 } else { n as f64 / secs(ns) };
     let established = report.counters.established;
-    let server = match (plan.server_pid, before, watch.connected, after) {
-        (Some(pid), Some(before), Some((connected, connect_wall)), Some(after)) => {
-            Some(ServerUsage {
-                pid,
-                rss_before_bytes: before.rss_bytes,
-                rss_connected_bytes: connected.rss_bytes,
-                rss_after_bytes: after.rss_bytes,
-                rss_per_connection_bytes: if established == 0 {
-                    0.0
-                } else {
-                    connected.rss_bytes.saturating_sub(before.rss_bytes) as f64 / established as f64
-                },
-                cpu_connect: share(
-                    connected.cpu_ns - before.cpu_ns.min(connected.cpu_ns),
-                    connect_wall,
-                ),
-                cpu_ns_per_delivery: per(
-                    after.cpu_ns.saturating_sub(connected.cpu_ns),
-                    report.counters.unique,
-                ),
-                cpu_ns_per_upgrade: per(
-                    connected.cpu_ns.saturating_sub(before.cpu_ns),
-                    established,
-                ),
-                cpu_run: share(
-                    after.cpu_ns.saturating_sub(connected.cpu_ns),
-                    watch.go_at.map_or(0, |t| t.elapsed().as_nanos() as u64),
-                ),
-            })
-        }
+    let server = match (before, watch.connected, after) {
+        (Some(before), Some((connected, connect_wall)), Some(after)) => Some(ServerUsage {
+            pids: plan.server_pids.clone(),
+            rss_before_bytes: before.rss_bytes,
+            rss_connected_bytes: connected.rss_bytes,
+            rss_after_bytes: after.rss_bytes,
+            rss_per_connection_bytes: if established == 0 {
+                0.0
+            } else {
+                connected.rss_bytes.saturating_sub(before.rss_bytes) as f64 / established as f64
+            },
+            cpu_connect: share(
+                connected.cpu_ns - before.cpu_ns.min(connected.cpu_ns),
+                connect_wall,
+            ),
+            cpu_ns_per_delivery: per(
+                after.cpu_ns.saturating_sub(connected.cpu_ns),
+                report.counters.unique,
+            ),
+            cpu_ns_per_upgrade: per(connected.cpu_ns.saturating_sub(before.cpu_ns), established),
+            cpu_run: share(
+                after.cpu_ns.saturating_sub(connected.cpu_ns),
+                watch.go_at.map_or(0, |t| t.elapsed().as_nanos() as u64),
+            ),
+        }),
         _ => None,
     };
     StepResult {
-        target: plan.target.to_string(),
+        target: plan
+            .targets
+            .iter()
+            .map(Target::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
         workload: plan.workload.name().to_owned(),
         connections: plan.connections,
         opened: sockets,
@@ -287,7 +315,23 @@ fn result(
             _ => None,
         },
         first_error: report.first_error.clone(),
+        redis: None,
     }
+}
+
+/// The servers' summed footprint, if any PID was given.
+fn sample_all(pids: &[u32]) -> Result<Option<ProcSample>, ProcError> {
+    let mut total: Option<ProcSample> = None;
+    for &pid in pids {
+        let s = procstat::sample(pid)?;
+        let t = total.get_or_insert(ProcSample {
+            rss_bytes: 0,
+            cpu_ns: 0,
+        });
+        t.rss_bytes += s.rss_bytes;
+        t.cpu_ns += s.cpu_ns;
+    }
+    Ok(total)
 }
 
 fn per(cpu_ns: u64, count: u64) -> Option<f64> {
@@ -305,7 +349,11 @@ fn share(cpu_ns: u64, wall_ns: u64) -> f64 {
 /// The parent's view of the group: a progress bar, and server samples.
 struct Watch {
     bar: ProgressBar,
-    pid: Option<u32>,
+    pids: Vec<u32>,
+    settle: Duration,
+    redis_nodes: Vec<std::net::SocketAddr>,
+    /// Redis command counts read at the go, if nodes were given.
+    redis_at_go: Option<Result<Reading, InfoError>>,
     started: Instant,
     last_sample: Option<Instant>,
     memory: Vec<MemorySample>,
@@ -332,7 +380,10 @@ impl Watch {
         bar.set_prefix("connect");
         Watch {
             bar,
-            pid: plan.server_pid,
+            pids: plan.server_pids.clone(),
+            settle: plan.settle,
+            redis_nodes: plan.redis_nodes.clone(),
+            redis_at_go: None,
             started: Instant::now(),
             last_sample: None,
             memory: Vec::new(),
@@ -344,14 +395,16 @@ impl Watch {
     }
 
     fn sample_memory(&mut self, established: u64, force: bool) {
-        let Some(pid) = self.pid else { return };
+        if self.pids.is_empty() {
+            return;
+        }
         let due = self
             .last_sample
             .is_none_or(|t| t.elapsed() >= Duration::from_millis(250));
         if !(due || force) {
             return;
         }
-        if let Ok(s) = procstat::sample(pid) {
+        if let Ok(Some(s)) = sample_all(&self.pids) {
             self.memory.push(MemorySample {
                 connections: established,
                 rss_bytes: s.rss_bytes,
@@ -392,10 +445,16 @@ impl Link for Watch {
     }
 
     fn wait_go(&mut self) -> bool {
+        if !self.settle.is_zero() {
+            self.bar
+                .set_message(format!("settling {:.1} s", self.settle.as_secs_f64()));
+            std::thread::sleep(self.settle);
+        }
         let wall = self.started.elapsed().as_nanos() as u64;
         self.slab.1 = procstat::unreclaimable_slab();
-        if let Some(pid) = self.pid {
-            self.connected = procstat::sample(pid).ok().map(|s| (s, wall));
+        self.connected = sample_all(&self.pids).ok().flatten().map(|s| (s, wall));
+        if !self.redis_nodes.is_empty() {
+            self.redis_at_go = Some(redis_info::read(&self.redis_nodes));
         }
         self.bar.set_prefix("run");
         self.bar.set_style(

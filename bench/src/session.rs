@@ -2,14 +2,20 @@
 //! frames to write out, counts and latencies recorded into the worker's
 //! [`Shared`] state. The driver owns the sockets and the clock.
 
+use std::collections::HashMap;
+
 use hdrhistogram::Histogram;
 use ringhub_proto::{FrameHead, Limits, Opcode, ParsedFrame, ProtocolError, Role as FrameRole};
 
+use crate::chat::{self, Pick, Rng, Rooms};
 use crate::handshake::{HandshakeError, Upgrade};
-use crate::payload::{self, PROBE_STREAM, Stamp};
+use crate::inbound::{self, Inbound};
+use crate::payload::{self, Name, PROBE_STREAM, Stamp};
 use crate::seq::{Arrival, SeqTracker};
 use crate::stats::{Counters, latency_histogram, record_ns};
-use crate::workload::{Role, Templates, Workload};
+use crate::workload::{Role, Templates, Workload, room_name};
+
+const PING: &[u8] = br#"{"type":"ping"}"#;
 
 /// Server frames the bench accepts: its own messages are small, and a
 /// server sending more than this is misbehaving.
@@ -25,10 +31,22 @@ fn encode(opcode: Opcode, payload: &[u8], key: [u8; 4], out: &mut Vec<u8>) {
 /// State every session of a worker shares: templates, counters, histogram.
 #[derive(Debug)]
 pub struct Shared {
-    pub upgrade: Upgrade,
+    /// The upgrade request of each target server (one key, one accept).
+    pub upgrades: Vec<Upgrade>,
     pub templates: Templates,
-    /// Subscribe frame per topic.
+    /// Subscribe frame per topic (fan-out) or room (chat).
     pub subscribe: Vec<Vec<u8>>,
+    /// Whether sessions speak the ringhub client protocol.
+    pub ringhub: bool,
+    /// Message size of the ringhub workloads.
+    pub size: usize,
+    /// The chat's users and rooms (`mixed` only), and its share of publishes.
+    pub users: u32,
+    pub rooms: Option<Rooms>,
+    pub publish_permille: u32,
+    pub seed: u64,
+    /// Where a ringhub message is written before it is framed.
+    scratch: Vec<u8>,
     /// Publisher streams in the run, and topics they spread over: publisher
     /// `p` publishes on topic `p % topics`.
     pub publishers: u32,
@@ -45,25 +63,54 @@ pub struct Shared {
 }
 
 impl Shared {
+    /// `upgrades` has one entry per target server, all with the same key.
     pub fn new(
         workload: &Workload,
-        upgrade: Upgrade,
+        upgrades: Vec<Upgrade>,
         seed: u64,
         send_budget: u64,
     ) -> Result<Self, payload::PayloadError> {
         let topics = workload.topics();
-        let subscribe = (0..topics as u32)
-            .map(|t| payload::subscribe(&workload.topic_name(t)))
+        let subscribe = workload
+            .topic_names()
+            .iter()
+            .map(|t| payload::subscribe(t))
             .collect::<Result<_, _>>()?;
         let (publishers, in_flight) = match *workload {
             Workload::Fanout { publishers, .. } => (publishers, 0),
             Workload::Echo { in_flight, .. } => (0, in_flight),
-            Workload::Connect => (0, 0),
+            _ => (0, 0),
+        };
+        let (size, users, rooms, publish_permille, chat_seed) = match *workload {
+            Workload::Direct { size, .. } => (size, 0, None, 0, 0),
+            Workload::Mixed {
+                size,
+                users,
+                rooms,
+                rooms_per_user,
+                publish_permille,
+                seed,
+                ..
+            } => (
+                size,
+                users,
+                Some(Rooms::new(users, rooms, rooms_per_user, seed)),
+                publish_permille,
+                seed,
+            ),
+            _ => (0, 0, None, 0, 0),
         };
         Ok(Shared {
-            upgrade,
+            upgrades,
             templates: workload.templates()?,
             subscribe,
+            ringhub: workload.is_ringhub(),
+            size,
+            users,
+            rooms,
+            publish_permille,
+            seed: chat_seed,
+            scratch: Vec::with_capacity(size),
             publishers,
             topics: topics.max(1) as u32,
             in_flight,
@@ -106,8 +153,12 @@ pub enum SessionError {
 enum Phase {
     /// Upgrade request sent, waiting for the 101.
     Upgrading,
-    /// Subscribed; waiting for the echo of the probe sent after it, which
-    /// proves the server processed the subscription.
+    /// Upgraded to a ringhub server, waiting for its `welcome` (the
+    /// server has registered the user once it is sent).
+    Welcoming,
+    /// Subscribed; waiting for the echo of the probe (a `pong` from a
+    /// ringhub server) sent after it, which proves the server processed the
+    /// subscription.
     Subscribing,
     Ready,
     Closed,
@@ -129,19 +180,42 @@ pub struct Session {
     /// unallocated, for an idle connection.
     partial: Vec<u8>,
     trackers: Box<[SeqTracker]>,
+    /// A chat user's trackers, one per user heard from (chat only).
+    peers: HashMap<u32, SeqTracker>,
+    /// Which of the run's servers this session talks to.
+    target: usize,
+    /// Picks a chat user's messages.
+    rng: Rng,
     next_seq: u64,
     outstanding: u32,
 }
 
 impl Session {
-    /// A session whose socket just connected: writes the upgrade request.
-    pub fn start(role: Role, shared: &Shared, out: &mut Vec<u8>) -> Self {
-        out.extend_from_slice(shared.upgrade.request());
+    /// A session whose socket to server `target` just connected: writes
+    /// the upgrade request, with the login `query` if the role has a user.
+    pub fn start(
+        role: Role,
+        target: usize,
+        query: Option<&str>,
+        shared: &Shared,
+        out: &mut Vec<u8>,
+    ) -> Self {
+        let target = target.min(shared.upgrades.len().saturating_sub(1));
+        if let Some(upgrade) = shared.upgrades.get(target) {
+            upgrade.write_request(query, out);
+        }
+        let rng = match role {
+            Role::Chatter { user } => Rng::new(shared.seed, u64::from(user)),
+            _ => Rng::new(0, 0),
+        };
         Session {
             role,
             phase: Phase::Upgrading,
             partial: Vec::new(),
             trackers: Box::default(),
+            peers: HashMap::new(),
+            target,
+            rng,
             next_seq: 0,
             outstanding: 0,
         }
@@ -189,7 +263,10 @@ impl Session {
         while self.phase != Phase::Closed {
             let rest = &mut buf[used..];
             if self.phase == Phase::Upgrading {
-                let Some(n) = shared.upgrade.parse_response(rest)? else {
+                let Some(upgrade) = shared.upgrades.get(self.target) else {
+                    break;
+                };
+                let Some(n) = upgrade.parse_response(rest)? else {
                     break;
                 };
                 used += n;
@@ -248,7 +325,75 @@ impl Session {
                 self.phase = Phase::Ready;
                 progress.ready = true;
             }
+            Role::DirectReceiver { .. } => {
+                self.trackers = vec![SeqTracker::default()].into();
+                self.phase = Phase::Welcoming;
+            }
+            Role::DirectSender { .. } | Role::Chatter { .. } => self.phase = Phase::Welcoming,
         }
+    }
+
+    /// A frame from a ringhub server.
+    fn on_server_frame(
+        &mut self,
+        frame: &[u8],
+        shared: &mut Shared,
+        now_ns: u64,
+        out: &mut Vec<u8>,
+        progress: &mut Progress,
+    ) {
+        match inbound::classify(frame) {
+            Inbound::Message => self.on_delivery(frame, shared, now_ns),
+            Inbound::Welcome if self.phase == Phase::Welcoming => {
+                if let (Role::Chatter { user }, Some(rooms)) = (self.role, shared.rooms.as_ref()) {
+                    // Join the rooms; the pong to the ping after them says
+                    // the server applied every subscribe.
+                    for &room in rooms.of(user) {
+                        if let Some(frame) = shared.subscribe.get(room as usize) {
+                            encode(Opcode::Text, frame, shared.mask.next(), out);
+                        }
+                    }
+                    encode(Opcode::Text, PING, shared.mask.next(), out);
+                    self.phase = Phase::Subscribing;
+                } else {
+                    self.phase = Phase::Ready;
+                    progress.ready = true;
+                }
+            }
+            Inbound::Pong if self.phase == Phase::Subscribing => {
+                self.phase = Phase::Ready;
+                progress.ready = true;
+            }
+            Inbound::Pong | Inbound::Ack => {}
+            Inbound::Error { code } => shared.counters.note_error(code),
+            Inbound::Welcome | Inbound::Other => shared.counters.unexpected += 1,
+        }
+    }
+
+    /// A `message` frame: whose stamp, seen before or not, how late.
+    fn on_delivery(&mut self, frame: &[u8], shared: &mut Shared, now_ns: u64) {
+        let Some(stamp) = payload::find_stamp(frame) else {
+            shared.counters.unexpected += 1;
+            return;
+        };
+        let tracker = match self.role {
+            Role::DirectReceiver { pair } if stamp.stream == pair => self.trackers.first_mut(),
+            Role::Chatter { .. } if stamp.stream < shared.users => {
+                Some(self.peers.entry(stamp.stream).or_default())
+            }
+            _ => None,
+        };
+        let Some(tracker) = tracker else {
+            shared.counters.unexpected += 1;
+            return;
+        };
+        shared.counters.received += 1;
+        if tracker.record(stamp.seq) == Arrival::Duplicate {
+            shared.counters.duplicates += 1;
+            return;
+        }
+        shared.counters.unique += 1;
+        record_ns(&mut shared.latency, now_ns.saturating_sub(stamp.sent_ns));
     }
 
     fn on_message(
@@ -259,6 +404,9 @@ impl Session {
         out: &mut Vec<u8>,
         progress: &mut Progress,
     ) {
+        if shared.ringhub {
+            return self.on_server_frame(message, shared, now_ns, out, progress);
+        }
         let Some(stamp) = payload::find_stamp(message) else {
             shared.counters.unexpected += 1;
             return;
@@ -325,11 +473,17 @@ impl Session {
         true
     }
 
-    /// Sends one publish stamped with `intended_ns`, the time it was due:
-    /// a late send then shows as latency instead of hiding it (coordinated
-    /// omission). Returns false when the run's bounds say stop.
-    pub fn publish(&mut self, shared: &mut Shared, intended_ns: u64, out: &mut Vec<u8>) -> bool {
-        let Role::Publisher { stream, topic } = self.role else {
+    /// Sends the next scheduled message (a publish, a direct send or a chat
+    /// message) stamped with `intended_ns`, the time it was due: a late send
+    /// then shows as latency instead of hiding it (coordinated omission).
+    /// Returns false when the run's bounds say stop.
+    pub fn send_scheduled(
+        &mut self,
+        shared: &mut Shared,
+        intended_ns: u64,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let Some(stream) = self.role.sender_index() else {
             return false;
         };
         if self.phase != Phase::Ready
@@ -339,19 +493,62 @@ impl Session {
         {
             return false;
         }
-        let Some(template) = shared.templates.publish.get_mut(topic as usize) else {
-            return false;
-        };
-        let message = template.stamp(Stamp {
+        let stamp = Stamp {
             stream,
             seq: self.next_seq,
             sent_ns: intended_ns,
-        });
-        encode(Opcode::Text, message, shared.mask.next(), out);
+        };
+        let size = shared.size;
+        match self.role {
+            Role::Publisher { topic, .. } => {
+                let Some(template) = shared.templates.publish.get_mut(topic as usize) else {
+                    return false;
+                };
+                encode(Opcode::Text, template.stamp(stamp), shared.mask.next(), out);
+                shared.published_per_topic[topic as usize] += 1;
+            }
+            Role::DirectSender { pair } => {
+                let to = Name {
+                    prefix: "r",
+                    number: pair,
+                };
+                payload::write_send(&mut shared.scratch, to, stamp, size);
+                encode(Opcode::Text, &shared.scratch, shared.mask.next(), out);
+                shared.counters.expected_local += 1;
+            }
+            Role::Chatter { user } => {
+                let Some(rooms) = shared.rooms.as_ref() else {
+                    return false;
+                };
+                let mine = rooms.of(user);
+                let pick = chat::pick(
+                    &mut self.rng,
+                    user,
+                    shared.users,
+                    mine,
+                    shared.publish_permille,
+                );
+                match pick {
+                    Pick::Publish { room } => {
+                        payload::write_publish(&mut shared.scratch, room_name(room), stamp, size);
+                        shared.counters.expected_local += u64::from(rooms.size(room));
+                    }
+                    Pick::Send { to } => {
+                        let to = Name {
+                            prefix: "u",
+                            number: to,
+                        };
+                        payload::write_send(&mut shared.scratch, to, stamp, size);
+                        shared.counters.expected_local += 1;
+                    }
+                }
+                encode(Opcode::Text, &shared.scratch, shared.mask.next(), out);
+            }
+            _ => return false,
+        }
         self.next_seq += 1;
         shared.send_budget -= 1;
         shared.counters.sent += 1;
-        shared.published_per_topic[topic as usize] += 1;
         true
     }
 
@@ -400,13 +597,13 @@ mod tests {
 
     fn shared(workload: &Workload) -> Shared {
         let target = "ws://127.0.0.1:9/".parse().unwrap();
-        Shared::new(workload, Upgrade::new(&target, [1; 16]), 42, 1_000).unwrap()
+        Shared::new(workload, vec![Upgrade::new(&target, [1; 16])], 42, 1_000).unwrap()
     }
 
     fn switching(shared: &Shared) -> Vec<u8> {
         format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
-            shared.upgrade.accept()
+            shared.upgrades[0].accept()
         )
         .into_bytes()
     }
@@ -444,7 +641,7 @@ mod tests {
         };
         let mut shared = shared(&workload);
         let mut out = Vec::new();
-        let mut s = Session::start(Role::Echo { stream: 9 }, &shared, &mut out);
+        let mut s = Session::start(Role::Echo { stream: 9 }, 0, None, &shared, &mut out);
         assert!(out.starts_with(b"GET / HTTP/1.1\r\n"));
         out.clear();
 
@@ -505,7 +702,7 @@ mod tests {
         };
         let mut shared = shared(&workload);
         let mut out = Vec::new();
-        let mut s = Session::start(Role::Subscriber { topic: 0 }, &shared, &mut out);
+        let mut s = Session::start(Role::Subscriber { topic: 0 }, 0, None, &shared, &mut out);
         out.clear();
         let progress = s
             .on_data(&mut switching(&shared), &mut shared, 0, &mut out)
@@ -564,7 +761,7 @@ mod tests {
         };
         let mut shared = shared(&workload);
         let mut out = Vec::new();
-        let mut s = Session::start(Role::Subscriber { topic: 1 }, &shared, &mut out);
+        let mut s = Session::start(Role::Subscriber { topic: 1 }, 0, None, &shared, &mut out);
         out.clear();
         s.on_data(&mut switching(&shared), &mut shared, 0, &mut out)
             .unwrap();
@@ -597,11 +794,244 @@ mod tests {
         assert_eq!((shared.counters.unique, shared.counters.unexpected), (2, 4));
     }
 
+    fn text(payload: &str) -> Vec<u8> {
+        server_frame(Opcode::Text, payload.as_bytes())
+    }
+
+    const WELCOME: &str = r#"{"type":"welcome","user":"x","conn":1,"server":"a"}"#;
+
+    /// A delivery as the server writes it, around a client's frame.
+    fn delivery(from: &str, client_frame: &[u8]) -> Vec<u8> {
+        let v: serde_json::Value = serde_json::from_slice(client_frame).unwrap();
+        let data = serde_json::to_string(&v["data"]).unwrap();
+        text(&format!(
+            r#"{{"type":"message","from":"{from}","to":"x","data":{data},"ts":1}}"#
+        ))
+    }
+
+    fn stamped(stream: u32, seq: u64, sent_ns: u64) -> Vec<u8> {
+        let mut buf = Vec::new();
+        let to = Name {
+            prefix: "r",
+            number: stream,
+        };
+        payload::write_send(
+            &mut buf,
+            to,
+            Stamp {
+                stream,
+                seq,
+                sent_ns,
+            },
+            100,
+        );
+        buf
+    }
+
+    #[test]
+    fn direct_sender_logs_in_waits_for_welcome_and_sends_to_its_partner() {
+        let workload = Workload::Direct {
+            size: 100,
+            pairs: 2,
+            rate: 10,
+        };
+        let mut shared = shared(&workload);
+        shared.sending = true;
+        let mut out = Vec::new();
+        let role = Role::DirectSender { pair: 1 };
+        let mut s = Session::start(role, 0, Some("user=s1"), &shared, &mut out);
+        assert!(out.starts_with(b"GET /?user=s1 HTTP/1.1\r\n"));
+        out.clear();
+        let progress = s
+            .on_data(&mut switching(&shared), &mut shared, 0, &mut out)
+            .unwrap();
+        assert!(progress.upgraded && !progress.ready);
+        assert!(
+            !s.send_scheduled(&mut shared, 0, &mut out),
+            "not before welcome"
+        );
+        assert!(
+            s.on_data(&mut text(WELCOME), &mut shared, 0, &mut out)
+                .unwrap()
+                .ready
+        );
+
+        assert!(s.send_scheduled(&mut shared, 777, &mut out));
+        let sent = client_frames(std::mem::take(&mut out));
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].1.len(), 100);
+        let v: serde_json::Value = serde_json::from_slice(&sent[0].1).unwrap();
+        assert_eq!(
+            (v["type"].as_str(), v["to"].as_str()),
+            (Some("send"), Some("r1"))
+        );
+        assert_eq!(
+            payload::find_stamp(&sent[0].1),
+            Some(Stamp {
+                stream: 1,
+                seq: 0,
+                sent_ns: 777
+            })
+        );
+        assert_eq!(
+            (shared.counters.sent, shared.counters.expected_local),
+            (1, 1)
+        );
+
+        // Errors are counted by code; an ack or a pong changes nothing.
+        let refused = r#"{"type":"error","code":"rate_limited","message":"slow down"}"#;
+        s.on_data(&mut text(refused), &mut shared, 0, &mut out)
+            .unwrap();
+        s.on_data(&mut text(refused), &mut shared, 0, &mut out)
+            .unwrap();
+        s.on_data(&mut text(r#"{"type":"pong"}"#), &mut shared, 0, &mut out)
+            .unwrap();
+        assert_eq!(shared.counters.errors["rate_limited"], 2);
+        assert_eq!(shared.counters.error_frames(), 2);
+        assert_eq!(shared.counters.unexpected, 0);
+        // The run's count bound stops it.
+        shared.send_budget = 0;
+        assert!(!s.send_scheduled(&mut shared, 1, &mut out));
+    }
+
+    #[test]
+    fn direct_receiver_counts_its_partner_once_and_nothing_else() {
+        let workload = Workload::Direct {
+            size: 100,
+            pairs: 2,
+            rate: 10,
+        };
+        let mut shared = shared(&workload);
+        let mut out = Vec::new();
+        let mut s = Session::start(Role::DirectReceiver { pair: 1 }, 0, None, &shared, &mut out);
+        out.clear();
+        s.on_data(&mut switching(&shared), &mut shared, 0, &mut out)
+            .unwrap();
+        s.on_data(&mut text(WELCOME), &mut shared, 0, &mut out)
+            .unwrap();
+        assert!(s.is_ready());
+
+        let first = delivery("s1", &stamped(1, 0, 1_000));
+        s.on_data(&mut first.clone(), &mut shared, 6_000, &mut out)
+            .unwrap();
+        s.on_data(&mut first.clone(), &mut shared, 7_000, &mut out)
+            .unwrap();
+        // Another pair's message, and a message without a stamp.
+        s.on_data(
+            &mut delivery("s0", &stamped(0, 0, 0)),
+            &mut shared,
+            7_000,
+            &mut out,
+        )
+        .unwrap();
+        s.on_data(
+            &mut text(r#"{"type":"message","from":"s1","to":"r1","data":{},"ts":1}"#),
+            &mut shared,
+            7_000,
+            &mut out,
+        )
+        .unwrap();
+        let c = &shared.counters;
+        assert_eq!(
+            (c.received, c.unique, c.duplicates, c.unexpected),
+            (2, 1, 1, 2)
+        );
+        assert_eq!(shared.latency.len(), 1);
+        assert_eq!(
+            shared.latency.max(),
+            shared.latency.highest_equivalent(5_000)
+        );
+        assert!(out.is_empty(), "a receiver only listens");
+    }
+
+    #[test]
+    fn chat_user_joins_its_rooms_then_sends_what_the_seed_picks() {
+        let workload = Workload::Mixed {
+            size: 100,
+            users: 4,
+            rooms: 3,
+            rooms_per_user: 2,
+            publish_permille: 500,
+            rate: 10,
+            seed: 5,
+        };
+        let rooms = Rooms::new(4, 3, 2, 5);
+        let run = || {
+            let mut shared = shared(&workload);
+            let mut out = Vec::new();
+            let mut s = Session::start(Role::Chatter { user: 2 }, 0, None, &shared, &mut out);
+            out.clear();
+            s.on_data(&mut switching(&shared), &mut shared, 0, &mut out)
+                .unwrap();
+            let progress = s
+                .on_data(&mut text(WELCOME), &mut shared, 0, &mut out)
+                .unwrap();
+            assert!(!progress.ready, "ready only once the rooms are joined");
+            let joined: Vec<_> = client_frames(std::mem::take(&mut out))
+                .into_iter()
+                .map(|(_, p)| String::from_utf8(p).unwrap())
+                .collect();
+            let mut want: Vec<String> = rooms
+                .of(2)
+                .iter()
+                .map(|r| format!(r#"{{"type":"subscribe","topic":"room{r}"}}"#))
+                .collect();
+            want.push(r#"{"type":"ping"}"#.to_owned());
+            assert_eq!(joined, want);
+            assert!(
+                s.on_data(&mut text(r#"{"type":"pong"}"#), &mut shared, 0, &mut out)
+                    .unwrap()
+                    .ready
+            );
+            shared.sending = true;
+            for i in 0..200 {
+                assert!(s.send_scheduled(&mut shared, i, &mut out));
+            }
+            let sent = client_frames(std::mem::take(&mut out));
+            (s, shared, sent)
+        };
+        let (mut s, mut shared, sent) = run();
+        let mut owed = 0;
+        let mut publishes = 0;
+        for (_, frame) in &sent {
+            let v: serde_json::Value = serde_json::from_slice(frame).unwrap();
+            assert_eq!(frame.len(), 100);
+            match v["type"].as_str() {
+                Some("publish") => {
+                    let room: u32 = v["topic"].as_str().unwrap()[4..].parse().unwrap();
+                    assert!(rooms.of(2).contains(&room));
+                    owed += u64::from(rooms.size(room));
+                    publishes += 1;
+                }
+                Some("send") => {
+                    assert_ne!(v["to"], "u2");
+                    owed += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!((60..140).contains(&publishes), "{publishes} of 200");
+        assert_eq!(shared.counters.expected_local, owed);
+        // The same seed, the same messages.
+        let (_, _, again) = run();
+        assert_eq!(sent, again);
+
+        // Deliveries from any user are tracked apart; a stranger is not.
+        let mut out = Vec::new();
+        for (stream, seq) in [(3, 0), (0, 0), (3, 1), (3, 1), (4, 0)] {
+            let frame = delivery("u", &stamped(stream, seq, 0));
+            s.on_data(&mut frame.clone(), &mut shared, 10, &mut out)
+                .unwrap();
+        }
+        let c = &shared.counters;
+        assert_eq!((c.unique, c.duplicates, c.unexpected), (3, 1, 1));
+    }
+
     #[test]
     fn pings_are_answered_and_a_close_is_returned() {
         let mut shared = shared(&Workload::Connect);
         let mut out = Vec::new();
-        let mut s = Session::start(Role::Idle, &shared, &mut out);
+        let mut s = Session::start(Role::Idle, 0, None, &shared, &mut out);
         out.clear();
         let mut input = switching(&shared);
         input.extend(server_frame(Opcode::Ping, b"hi"));
@@ -624,13 +1054,13 @@ mod tests {
     fn a_bad_upgrade_or_a_masked_server_frame_is_an_error() {
         let mut shared = shared(&Workload::Connect);
         let mut out = Vec::new();
-        let mut s = Session::start(Role::Idle, &shared, &mut out);
+        let mut s = Session::start(Role::Idle, 0, None, &shared, &mut out);
         let refused = b"HTTP/1.1 403 Forbidden\r\n\r\n".to_vec();
         assert!(matches!(
             s.on_data(&mut refused.clone(), &mut shared, 0, &mut out),
             Err(SessionError::Handshake(HandshakeError::Status(403)))
         ));
-        let mut s = Session::start(Role::Idle, &shared, &mut out);
+        let mut s = Session::start(Role::Idle, 0, None, &shared, &mut out);
         let mut input = switching(&shared);
         encode(Opcode::Text, b"masked", [1, 2, 3, 4], &mut input);
         assert!(matches!(

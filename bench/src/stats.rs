@@ -4,6 +4,8 @@
 //! tallies), so a run split over threads and processes reports the same
 //! figures as one that was not.
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::Histogram;
 use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
 use serde::{Deserialize, Serialize};
@@ -45,6 +47,10 @@ pub struct Counters {
     pub expected_local: u64,
     /// Frames without a stamp, or with one this worker never sent.
     pub unexpected: u64,
+    /// `error` frames from a ringhub server, by code (`rate_limited`,
+    /// `remote_unavailable`, ...): counted, never ignored.
+    #[serde(default)]
+    pub errors: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -61,6 +67,24 @@ impl Counters {
         self.duplicates += o.duplicates;
         self.expected_local += o.expected_local;
         self.unexpected += o.unexpected;
+        for (code, n) in &o.errors {
+            *self.errors.entry(code.clone()).or_default() += n;
+        }
+    }
+
+    /// Counts one `error` frame with `code`.
+    pub fn note_error(&mut self, code: &str) {
+        match self.errors.get_mut(code) {
+            Some(n) => *n += 1,
+            None => {
+                self.errors.insert(code.to_owned(), 1);
+            }
+        }
+    }
+
+    /// `error` frames of every code.
+    pub fn error_frames(&self) -> u64 {
+        self.errors.values().sum()
     }
 
     pub fn failed(&self) -> u64 {

@@ -71,3 +71,45 @@ pub fn connect_from(source: Ipv4Addr, target: SocketAddrV4) -> io::Result<mio::n
     }
     Ok(mio::net::TcpStream::from_std(std::net::TcpStream::from(fd)))
 }
+
+/// A CLOCK_MONOTONIC timer with nanosecond resolution the poll can wait
+/// on: epoll's own timeout counts in whole milliseconds, far too coarse to
+/// send on a schedule of tens of microseconds.
+#[derive(Debug)]
+pub struct Alarm {
+    fd: nix::sys::timerfd::TimerFd,
+    armed_ns: u64,
+}
+
+impl Alarm {
+    pub fn new() -> io::Result<Self> {
+        use nix::sys::timerfd::{ClockId, TimerFd, TimerFlags};
+        let fd = TimerFd::new(
+            ClockId::CLOCK_MONOTONIC,
+            TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+        )?;
+        Ok(Alarm { fd, armed_ns: 0 })
+    }
+
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsFd as _;
+        self.fd.as_fd().as_raw_fd()
+    }
+
+    /// Fires at `monotonic_ns` (of [`monotonic_ns`]'s clock). Arming resets
+    /// the timer's readiness, so an edge-triggered poll sees each firing.
+    pub fn arm_at(&mut self, at_ns: u64) -> io::Result<()> {
+        use nix::sys::time::TimeSpec;
+        use nix::sys::timerfd::{Expiration, TimerSetTimeFlags};
+        if at_ns == self.armed_ns {
+            return Ok(());
+        }
+        let at = TimeSpec::from(std::time::Duration::from_nanos(at_ns.max(1)));
+        self.fd.set(
+            Expiration::OneShot(at),
+            TimerSetTimeFlags::TFD_TIMER_ABSTIME,
+        )?;
+        self.armed_ns = at_ns;
+        Ok(())
+    }
+}

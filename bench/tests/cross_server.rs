@@ -1,0 +1,197 @@
+//! `direct` and `mixed` against two real `ringhub` servers joined through a
+//! real standalone `redis-server`: the bench binary drives them, and every
+//! message must arrive exactly once, with no `error` frame.
+//!
+//! The server binary is the one cargo builds next to this test
+//! (`target/<profile>/ringhub`); `cargo test --workspace` builds it.
+
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use ringhub_testkit::RedisServer;
+use serde_json::Value;
+
+/// The `ringhub` binary of this build profile.
+fn ringhub_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test path");
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target dir");
+    let bin = profile_dir.join("ringhub");
+    assert!(
+        bin.exists(),
+        "{} is missing: build the server first with `cargo build -p ringhub` (same profile \
+         as the tests), or run `cargo test --workspace`, which builds it",
+        bin.display()
+    );
+    bin
+}
+
+/// A `ringhub` process joined to Redis, killed when dropped.
+struct Ringhub {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Ringhub {
+    fn start(redis_url: &str, id: &str) -> Ringhub {
+        // A fresh working directory: no developer's .env.local is read.
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut command = Command::new(ringhub_binary());
+        command
+            .current_dir(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--threads", "1"])
+            .args(["--redis", redis_url, "--server-id", id])
+            // The bench's senders go well past the default 100 msgs/s.
+            .args(["--message-rate", "100000", "--message-burst", "100000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (key, _) in std::env::vars() {
+            if key.starts_with("RINGHUB_") {
+                command.env_remove(key);
+            }
+        }
+        let mut child = command.spawn().expect("spawn ringhub");
+        let stderr = child.stderr.take().expect("stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut log = String::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr: String = rest
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
+                        .collect();
+                    let _ = tx.send(Ok(addr));
+                }
+                log.push_str(&line);
+                log.push('\n');
+            }
+            let _ = tx.send(Err(log));
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(Ok(addr)) => Ringhub {
+                child,
+                addr: addr.parse().expect("listening address"),
+                _dir: dir,
+            },
+            other => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("ringhub {id} did not start: {other:?}");
+            }
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+}
+
+impl Drop for Ringhub {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs the bench with `--json`; returns its exit code and the one result.
+fn bench(args: &[&str]) -> (i32, Value) {
+    let output = Command::new(env!("CARGO_BIN_EXE_ringhub-bench"))
+        .args(args)
+        .args(["--json", "--quiet"])
+        .output()
+        .expect("run ringhub-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let results: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "bench output is not JSON ({e}):\n{stdout}\nstderr:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    (output.status.code().unwrap_or(-1), results[0].clone())
+}
+
+fn n(v: &Value, path: &str) -> u64 {
+    path.split('.')
+        .fold(v, |v, key| &v[key])
+        .as_u64()
+        .unwrap_or_else(|| panic!("{path} missing in {v}"))
+}
+
+/// Every message sent arrived once, nothing was refused, and the traffic
+/// went through Redis.
+fn assert_exactly_once(r: &Value) {
+    let sent = n(r, "counters.sent");
+    assert!(sent > 0, "nothing sent: {r}");
+    assert_eq!(n(r, "lost"), 0, "{r}");
+    assert_eq!(n(r, "counters.unique"), n(r, "expected"), "{r}");
+    assert_eq!(n(r, "counters.received"), n(r, "expected"), "{r}");
+    assert_eq!(n(r, "counters.duplicates"), 0, "{r}");
+    assert_eq!(n(r, "counters.unexpected"), 0, "{r}");
+    assert_eq!(r["counters"]["errors"], serde_json::json!({}), "{r}");
+    let by_command = &r["redis"]["by_command"];
+    assert!(
+        by_command["publish"].as_u64().unwrap_or(0) + by_command["spublish"].as_u64().unwrap_or(0)
+            > 0,
+        "no publish reached Redis: {r}"
+    );
+}
+
+#[test]
+fn direct_and_mixed_deliver_every_message_exactly_once() {
+    let redis = RedisServer::start();
+    let a = Ringhub::start(&redis.url(), "bench-a");
+    let b = Ringhub::start(&redis.url(), "bench-b");
+    let targets = format!("{},{}", a.url(), b.url());
+    let pids = format!("{},{}", a.child.id(), b.child.id());
+    let redis_addr = redis.addr();
+    let common = [
+        "--target",
+        &targets,
+        "--server-pid",
+        &pids,
+        "--redis-nodes",
+        &redis_addr,
+        "-d",
+        "2",
+        "--drain",
+        "10",
+    ];
+
+    let mut args = vec!["direct", "--pairs", "20", "--rate", "2000"];
+    args.extend_from_slice(&common);
+    let (code, r) = bench(&args);
+    assert_exactly_once(&r);
+    // Each pair's sender is on A and its receiver on B: one delivery per send.
+    assert_eq!(n(&r, "expected"), n(&r, "counters.sent"), "{r}");
+    assert_eq!(n(&r, "opened"), 40);
+    assert!(r["server"]["cpu_ns_per_delivery"].as_f64().is_some(), "{r}");
+    assert_eq!(code, 0, "{r}");
+
+    let mut args = vec![
+        "mixed",
+        "--users",
+        "40",
+        "--rooms",
+        "6",
+        "--rooms-per-user",
+        "2",
+        "--publish-share",
+        "0.5",
+        "--rate",
+        "1000",
+        "--seed",
+        "7",
+    ];
+    args.extend_from_slice(&common);
+    let (code, r) = bench(&args);
+    assert_exactly_once(&r);
+    // Room publishes fan out: more deliveries than sends.
+    assert!(n(&r, "expected") > n(&r, "counters.sent"), "{r}");
+    assert_eq!(code, 0, "{r}");
+}
