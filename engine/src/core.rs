@@ -238,6 +238,7 @@ impl<H: Handler> Core<H> {
             self.deliver_closes();
             self.io.flush();
             self.submit_and_wait()?;
+            CoreStats::add(&self.io.stats.turns, 1);
             for lane in 0..self.lanes.len() {
                 self.reap_lane(lane);
             }
@@ -384,6 +385,7 @@ impl<H: Handler> Core<H> {
             let Some(bid) = BufRing::buffer_id(flags) else {
                 return;
             };
+            CoreStats::add(&self.io.stats.recvs, 1);
             if let Some(c) = self.io.conns.get_mut(index as usize) {
                 c.last_rx = self.io.now;
                 c.clear(flag::PING_OUT);

@@ -25,6 +25,9 @@ use crate::token::{ConnOp, GEN_MASK, Token};
 
 /// Spare sendmsg headers kept for reuse; more are freed.
 const SEND_OP_POOL: usize = 256;
+/// The first capacity of the open buffer (see [`Io::enqueue_frame`]): room
+/// for a burst of small replies to one connection.
+const OPEN_CAPACITY: usize = 2048;
 
 /// Encodes one frame as a single shared buffer (header then payload).
 fn encode(head: FrameHead, payload: &[u8]) -> Bytes {
@@ -98,6 +101,9 @@ pub struct Io<H: Handler> {
     /// requests served), by slab index; an open WebSocket keeps none of it,
     /// so idle connections don't pay for it.
     pub(crate) http: HashMap<u32, HttpPhase>,
+    /// Frames for one connection not yet in its send queue (its index, the
+    /// bytes); sealed into the queue before anything else touches a queue.
+    open: Option<(u32, BytesMut)>,
 }
 
 impl<H: Handler> Io<H> {
@@ -128,6 +134,7 @@ impl<H: Handler> Io<H> {
             inflated: Vec::new(),
             shutting_down: false,
             http: HashMap::new(),
+            open: None,
             config,
         }
     }
@@ -234,6 +241,7 @@ impl<H: Handler> Io<H> {
     /// Queues `bytes` for an open connection, closing it as a slow consumer
     /// if its queue would pass the limit.
     pub(crate) fn enqueue(&mut self, index: u32, bytes: Bytes) -> Result<(), SendError> {
+        self.seal();
         let limit = self.config.send_queue_limit;
         let Some(c) = self.conns.get_mut(index as usize) else {
             return Err(SendError::Closed);
@@ -242,19 +250,76 @@ impl<H: Handler> Io<H> {
             return Err(SendError::Closed);
         }
         if c.sendq.push(bytes, limit, &mut self.spares).is_err() {
-            CoreStats::add(&self.stats.slow_consumers, 1);
-            let id = self.id(index);
-            let code = self.config.slow_consumer_code;
-            self.close_with(id, code, "send queue overflow", CloseReason::SlowConsumer);
-            return Err(SendError::SlowConsumer);
+            return Err(self.overflow(index));
         }
         CoreStats::add(&self.stats.frames_out, 1);
         self.mark_dirty(index);
         Ok(())
     }
 
+    /// Closes a slow consumer whose queue would pass the limit.
+    fn overflow(&mut self, index: u32) -> SendError {
+        CoreStats::add(&self.stats.slow_consumers, 1);
+        let id = self.id(index);
+        let code = self.config.slow_consumer_code;
+        self.close_with(id, code, "send queue overflow", CloseReason::SlowConsumer);
+        SendError::SlowConsumer
+    }
+
+    /// Queues one frame for this connection alone, encoded into the core's
+    /// open buffer: consecutive frames for one connection (the replies to
+    /// everything one read brought) share one allocation and go out in one
+    /// plain `send`.
+    fn enqueue_frame(
+        &mut self,
+        index: u32,
+        head: FrameHead,
+        payload: &[u8],
+    ) -> Result<(), SendError> {
+        if self.open.as_ref().is_some_and(|(i, _)| *i != index) {
+            self.seal();
+        }
+        let limit = self.config.send_queue_limit;
+        let header = encode_header(head, payload.len());
+        let len = header.len() + payload.len();
+        let Some(c) = self.conns.get_mut(index as usize) else {
+            return Err(SendError::Closed);
+        };
+        if c.phase != Phase::Open {
+            return Err(SendError::Closed);
+        }
+        let open = self.open.as_ref().map_or(0, |(_, buf)| buf.len());
+        if c.sendq.queued() + open + len > limit {
+            self.seal();
+            return Err(self.overflow(index));
+        }
+        let (_, buf) = self
+            .open
+            .get_or_insert_with(|| (index, BytesMut::with_capacity(len.max(OPEN_CAPACITY))));
+        buf.put_slice(&header);
+        buf.put_slice(payload);
+        CoreStats::add(&self.stats.frames_out, 1);
+        self.mark_dirty(index);
+        Ok(())
+    }
+
+    /// Moves the open buffer into its connection's send queue. Everything
+    /// else that touches a send queue calls this first, so bytes stay in
+    /// the order they were queued.
+    pub(crate) fn seal(&mut self) {
+        let Some((index, buf)) = self.open.take() else {
+            return;
+        };
+        if let Some(c) = self.conns.get_mut(index as usize)
+            && c.phase != Phase::Gone
+        {
+            c.sendq.push_unbounded(buf.freeze(), &mut self.spares);
+        }
+    }
+
     /// Queues bytes regardless of the limit (handshake replies, control frames).
     pub(crate) fn enqueue_unbounded(&mut self, index: u32, bytes: Bytes) {
+        self.seal();
         if let Some(c) = self.conns.get_mut(index as usize)
             && c.phase != Phase::Gone
         {
@@ -273,15 +338,14 @@ impl<H: Handler> Io<H> {
         let Some(c) = self.conn_mut(id).filter(|c| c.phase == Phase::Open) else {
             return Err(SendError::Closed);
         };
-        let deflate = c.has(flag::DEFLATE);
-        let bits = c.window_bits;
-        let frame = if deflate {
-            self.compress_frame(text, payload, bits)
-                .unwrap_or_else(|| encode_data_frame(text, false, payload))
-        } else {
-            encode_data_frame(text, false, payload)
-        };
-        self.enqueue(id.index, frame)
+        if c.has(flag::DEFLATE) {
+            let bits = c.window_bits;
+            if let Some(frame) = self.compress_frame(text, payload, bits) {
+                return self.enqueue(id.index, frame);
+            }
+        }
+        let opcode = if text { Opcode::Text } else { Opcode::Binary };
+        self.enqueue_frame(id.index, FrameHead::new(opcode), payload)
     }
 
     /// Compresses `payload` into a frame with RSV1 set, if that pays.
@@ -370,6 +434,7 @@ impl<H: Handler> Io<H> {
     /// Cancels the connection's operations and closes its descriptor; the
     /// slot is freed once every in-flight completion has arrived.
     pub(crate) fn teardown(&mut self, index: u32) {
+        self.seal();
         let cancel = self.token(ConnOp::Cancel, index);
         let close = self.token(ConnOp::Close, index);
         let id = self.id(index);
@@ -451,6 +516,7 @@ impl<H: Handler> Io<H> {
     /// Submits one sendmsg for every connection with queued bytes and none
     /// in flight; closes connections whose final flush is done.
     pub(crate) fn flush(&mut self) {
+        self.seal();
         let mut dirty = std::mem::take(&mut self.dirty);
         for index in dirty.drain(..) {
             let token = self.token(ConnOp::Send, index);
@@ -491,6 +557,7 @@ impl<H: Handler> Io<H> {
             c.inflight += 1;
             let lane = c.lane;
             self.push(lane, sqe);
+            CoreStats::add(&self.stats.sends, 1);
         }
         // Keep the allocation for the next turn.
         if self.dirty.is_empty() {

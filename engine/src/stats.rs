@@ -20,6 +20,12 @@ pub struct CoreStats {
     pub messages_in: AtomicU64,
     /// Frames queued for sending.
     pub frames_out: AtomicU64,
+    /// Send operations submitted (frames_out / sends: frames per syscall).
+    pub sends: AtomicU64,
+    /// Receive completions that carried bytes.
+    pub recvs: AtomicU64,
+    /// Loop turns (one `io_uring_enter` each on the main ring).
+    pub turns: AtomicU64,
     /// Connections closed for overflowing their send queue.
     pub slow_consumers: AtomicU64,
     /// Connections closed for a protocol error.
@@ -52,6 +58,9 @@ pub struct StatsSnapshot {
     pub http_requests: u64,
     pub messages_in: u64,
     pub frames_out: u64,
+    pub sends: u64,
+    pub recvs: u64,
+    pub turns: u64,
     pub slow_consumers: u64,
     pub protocol_errors: u64,
     pub timeouts: u64,
@@ -72,6 +81,9 @@ impl StatsSnapshot {
             s.http_requests += get(&c.http_requests);
             s.messages_in += get(&c.messages_in);
             s.frames_out += get(&c.frames_out);
+            s.sends += get(&c.sends);
+            s.recvs += get(&c.recvs);
+            s.turns += get(&c.turns);
             s.slow_consumers += get(&c.slow_consumers);
             s.protocol_errors += get(&c.protocol_errors);
             s.timeouts += get(&c.timeouts);

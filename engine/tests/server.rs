@@ -736,3 +736,49 @@ fn io_uring_blocked_by_seccomp_is_named_as_such() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn replies_to_one_read_keep_their_order_and_share_a_send() {
+    let server = start(1, |_| {});
+    let mut s = raw_upgraded(server.local_addr());
+    // Sixteen messages, a ping between them and a subscription (which makes
+    // the last published frame a shared one), all in one write.
+    let mut burst = Vec::new();
+    for i in 0..8 {
+        burst.extend(masked_frame(0x81, format!("m{i:02}").as_bytes()));
+    }
+    burst.extend(masked_frame(0x89, b"p"));
+    burst.extend(masked_frame(0x81, br#"{"type":"subscribe","topic":"o"}"#));
+    for i in 8..16 {
+        burst.extend(masked_frame(0x81, format!("m{i:02}").as_bytes()));
+    }
+    let publish = br#"{"type":"publish","topic":"o"}"#;
+    burst.extend(masked_frame(0x81, publish));
+    burst.extend(masked_frame(0x81, b"end"));
+    let before = server.stats();
+    s.write_all(&burst).unwrap();
+    let mut expected = Vec::new();
+    for i in 0..8 {
+        expected.extend_from_slice(&[0x81, 3]);
+        expected.extend_from_slice(format!("m{i:02}").as_bytes());
+    }
+    expected.extend_from_slice(b"\x8a\x01p");
+    for i in 8..16 {
+        expected.extend_from_slice(&[0x81, 3]);
+        expected.extend_from_slice(format!("m{i:02}").as_bytes());
+    }
+    expected.extend_from_slice(&[0x81, publish.len() as u8]);
+    expected.extend_from_slice(publish);
+    expected.extend_from_slice(b"\x81\x03end");
+    let mut out = vec![0u8; expected.len()];
+    std::io::Read::read_exact(&mut s, &mut out).unwrap();
+    assert_eq!(out, expected);
+    let after = server.stats();
+    assert_eq!(after.frames_out - before.frames_out, 19);
+    assert!(
+        after.sends - before.sends < 19,
+        "frames for one connection share sends: {} sends",
+        after.sends - before.sends
+    );
+    stop(server);
+}

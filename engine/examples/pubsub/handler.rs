@@ -21,6 +21,13 @@ struct Envelope<'a> {
     topic: Option<&'a str>,
 }
 
+/// Only a frame that starts like a command is parsed, as the Bun peer does
+/// (`bench/peers/bun-pubsub.js`): echo traffic stays a plain send.
+fn is_command(text: &str) -> bool {
+    text.strip_prefix(r#"{"type":""#)
+        .is_some_and(|rest| rest.starts_with(r#"subscribe""#) || rest.starts_with(r#"publish""#))
+}
+
 /// A publish on one core, delivered by every other core to its subscribers.
 #[derive(Debug)]
 pub struct Publish {
@@ -119,9 +126,7 @@ impl Handler for PubSub {
             }
             Message::Text(text) => text,
         };
-        let envelope = text
-            .trim_start()
-            .starts_with('{')
+        let envelope = is_command(text)
             .then(|| serde_json::from_str::<Envelope<'_>>(text).ok())
             .flatten();
         match envelope {
