@@ -3,7 +3,8 @@
 //! second in total, for `--secs`. Prints throughput, latency percentiles
 //! (from the time each message was due to its arrival, both ends in this
 //! process: one clock, no coordinated omission), Redis commands per
-//! delivered message from `INFO commandstats`, and with `--pids A,B` the CPU
+//! delivered message from `INFO commandstats` (summed over every node given
+//! to `--redis a,b,…`), and with `--pids A,B` the CPU
 //! time every thread of both servers spent per delivered message (from
 //! `/proc/<pid>/task/*/schedstat` and `stat`).
 //!
@@ -41,7 +42,9 @@ const GRACE: Duration = Duration::from_secs(3);
 struct Args {
     a: SocketAddr,
     b: SocketAddr,
-    redis: Option<String>,
+    /// Redis nodes whose `INFO commandstats` is summed (every master and
+    /// replica of a cluster).
+    redis: Vec<String>,
     pairs: usize,
     /// `None`: find the highest sustained rate.
     rate: Option<u64>,
@@ -53,7 +56,7 @@ fn parse() -> Result<Args, String> {
     let mut args = Args {
         a: "127.0.0.1:8081".parse().map_err(|e| format!("{e}"))?,
         b: "127.0.0.1:8082".parse().map_err(|e| format!("{e}"))?,
-        redis: None,
+        redis: Vec::new(),
         pairs: 4,
         rate: Some(10_000),
         secs: 10,
@@ -66,7 +69,7 @@ fn parse() -> Result<Args, String> {
         match flag.as_str() {
             "--a" => args.a = value.parse().map_err(|e| bad(&e))?,
             "--b" => args.b = value.parse().map_err(|e| bad(&e))?,
-            "--redis" => args.redis = Some(value),
+            "--redis" => args.redis = value.split(',').map(str::to_owned).collect(),
             "--pairs" => args.pairs = value.parse().map_err(|e| bad(&e))?,
             "--rate" if value == "max" => args.rate = None,
             "--rate" => args.rate = Some(value.parse().map_err(|e| bad(&e))?),
@@ -97,13 +100,25 @@ fn connect(addr: SocketAddr, user: &str) -> WebSocket<TcpStream> {
     let stream = TcpStream::connect(addr).expect("connect");
     stream.set_nodelay(true).expect("nodelay");
     stream
-        .set_read_timeout(Some(Duration::from_millis(200)))
+        .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");
     let url = format!("ws://{addr}/ws?user={user}");
     let (mut ws, _) = tungstenite::client(url.as_str(), stream).expect("upgrade");
     let welcome = ws.read().expect("welcome");
     assert!(welcome.to_text().unwrap_or("").contains("welcome"));
+    // Short from here on: a receiver checks whether its sender is done.
+    ws.get_ref()
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
     ws
+}
+
+/// Commands run so far by every node in `nodes`.
+fn redis_calls_all(nodes: &[String]) -> Option<u64> {
+    if nodes.is_empty() {
+        return None;
+    }
+    nodes.iter().map(|n| redis_calls(n)).sum()
 }
 
 fn redis_calls(addr: &str) -> Option<u64> {
@@ -298,7 +313,7 @@ fn run(args: &Args, rate: u64) -> Outcome {
     }
     // Give B's route registrations a moment to reach Redis.
     std::thread::sleep(Duration::from_millis(500));
-    let before = args.redis.as_deref().and_then(redis_calls);
+    let before = redis_calls_all(&args.redis);
     let cpu_before = all_threads(&args.pids);
     let per_pair = (rate / args.pairs as u64).max(1);
     let mut send_threads = Vec::new();
@@ -348,7 +363,7 @@ fn run(args: &Args, rate: u64) -> Outcome {
         .flat_map(|t| t.join().unwrap_or_default())
         .collect();
     let cpu_after = all_threads(&args.pids);
-    let after = args.redis.as_deref().and_then(redis_calls);
+    let after = redis_calls_all(&args.redis);
     for mut tx in open {
         let _ = tx.close(None);
     }

@@ -80,6 +80,15 @@ struct Socket {
     out: VecDeque<Bytes>,
 }
 
+/// What a socket's readiness event says about reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Readable {
+    No,
+    Data,
+    /// The peer closed or the socket failed: read until the error or EOF.
+    Closing,
+}
+
 /// What a reply is for.
 #[derive(Debug)]
 enum Pending {
@@ -271,15 +280,18 @@ impl Relay {
                 warn!("relay poll failed: {e}");
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let ready: Vec<(usize, bool, bool)> = events
+            let ready: Vec<(usize, Readable, bool)> = events
                 .iter()
                 .filter(|e| e.token() != WAKE)
                 .map(|e| {
-                    (
-                        e.token().0,
-                        e.is_readable() || e.is_read_closed() || e.is_error(),
-                        e.is_writable(),
-                    )
+                    let readable = if e.is_read_closed() || e.is_error() {
+                        Readable::Closing
+                    } else if e.is_readable() {
+                        Readable::Data
+                    } else {
+                        Readable::No
+                    };
+                    (e.token().0, readable, e.is_writable())
                 })
                 .collect();
             for (key, readable, writable) in ready {
@@ -704,11 +716,27 @@ impl Relay {
         let remote = &self.node.relay_latencies().remote;
         // One post per core per batch, holding every record for it.
         let mut per_core: Vec<Vec<Delivery>> = (0..cores).map(|_| Vec::new()).collect();
+        // Consecutive records for one user or topic (the common case in a
+        // conversation) share one name and one directory lookup.
+        let mut last: Option<(wire::Audience<'_>, Target, CoreSet)> = None;
         for record in relayed.records {
-            let (target, holders) = match record.audience {
-                wire::Audience::User(u) => (Target::User(u.into()), presence.users.cores(u)),
-                wire::Audience::Topic(t) => (Target::Topic(t.into()), presence.topics.cores(t)),
-                wire::Audience::Everyone => (Target::Everyone, CoreSet::all(cores)),
+            let (target, holders) = match &last {
+                Some((audience, target, holders)) if *audience == record.audience => {
+                    (target.clone(), *holders)
+                }
+                _ => {
+                    let (target, holders) = match record.audience {
+                        wire::Audience::User(u) => {
+                            (Target::User(u.into()), presence.users.cores(u))
+                        }
+                        wire::Audience::Topic(t) => {
+                            (Target::Topic(t.into()), presence.topics.cores(t))
+                        }
+                        wire::Audience::Everyone => (Target::Everyone, CoreSet::all(cores)),
+                    };
+                    last = Some((record.audience, target.clone(), holders));
+                    (target, holders)
+                }
             };
             if holders.is_empty() {
                 continue;
@@ -949,7 +977,7 @@ impl Relay {
         self.by_conn.insert(conn, key);
     }
 
-    fn on_ready(&mut self, key: usize, readable: bool, writable: bool) {
+    fn on_ready(&mut self, key: usize, readable: Readable, writable: bool) {
         let Some(socket) = self.sockets.get_mut(key) else {
             return;
         };
@@ -973,13 +1001,14 @@ impl Relay {
         if writable {
             self.write_out(key);
         }
-        if readable {
-            self.read_in(key);
+        if readable != Readable::No {
+            self.read_in(key, readable == Readable::Closing);
         }
         self.carry_out();
     }
 
-    fn read_in(&mut self, key: usize) {
+    /// Reads what the socket holds; `closing`: until the end of the stream.
+    fn read_in(&mut self, key: usize, closing: bool) {
         loop {
             let Some(socket) = self.sockets.get_mut(key) else {
                 return;
@@ -990,6 +1019,12 @@ impl Relay {
                 Ok(n) => {
                     self.client
                         .handle_input(conn, &self.read_buf[..n], Instant::now());
+                    // A short read emptied the socket: bytes arriving later
+                    // raise a new (edge-triggered) event, so the read that
+                    // would only say WouldBlock is saved, once per wake.
+                    if n < self.read_buf.len() && !closing {
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
