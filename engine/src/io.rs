@@ -101,9 +101,10 @@ pub struct Io<H: Handler> {
     /// requests served), by slab index; an open WebSocket keeps none of it,
     /// so idle connections don't pay for it.
     pub(crate) http: HashMap<u32, HttpPhase>,
-    /// Frames for one connection not yet in its send queue (its index, the
-    /// bytes); sealed into the queue before anything else touches a queue.
-    open: Option<(u32, BytesMut)>,
+    /// The connection whose frames `open_buf` holds, not yet in its send
+    /// queue; sealed into the queue before anything else touches a queue.
+    open: Option<u32>,
+    open_buf: BytesMut,
 }
 
 impl<H: Handler> Io<H> {
@@ -135,6 +136,7 @@ impl<H: Handler> Io<H> {
             shutting_down: false,
             http: HashMap::new(),
             open: None,
+            open_buf: BytesMut::new(),
             config,
         }
     }
@@ -276,7 +278,7 @@ impl<H: Handler> Io<H> {
         head: FrameHead,
         payload: &[u8],
     ) -> Result<(), SendError> {
-        if self.open.as_ref().is_some_and(|(i, _)| *i != index) {
+        if self.open.is_some_and(|i| i != index) {
             self.seal();
         }
         let limit = self.config.send_queue_limit;
@@ -288,16 +290,21 @@ impl<H: Handler> Io<H> {
         if c.phase != Phase::Open {
             return Err(SendError::Closed);
         }
-        let open = self.open.as_ref().map_or(0, |(_, buf)| buf.len());
+        let open = if self.open == Some(index) {
+            self.open_buf.len()
+        } else {
+            0
+        };
         if c.sendq.queued() + open + len > limit {
             self.seal();
             return Err(self.overflow(index));
         }
-        let (_, buf) = self
-            .open
-            .get_or_insert_with(|| (index, BytesMut::with_capacity(len.max(OPEN_CAPACITY))));
-        buf.put_slice(&header);
-        buf.put_slice(payload);
+        if self.open_buf.capacity() - self.open_buf.len() < len {
+            self.open_buf.reserve(len.max(OPEN_CAPACITY));
+        }
+        self.open = Some(index);
+        self.open_buf.put_slice(&header);
+        self.open_buf.put_slice(payload);
         CoreStats::add(&self.stats.frames_out, 1);
         self.mark_dirty(index);
         Ok(())
@@ -306,14 +313,27 @@ impl<H: Handler> Io<H> {
     /// Moves the open buffer into its connection's send queue. Everything
     /// else that touches a send queue calls this first, so bytes stay in
     /// the order they were queued.
+    ///
+    /// The bytes leave as a slice of the open buffer, whose spare room the
+    /// next connection's frames use; a short run in a mostly empty buffer is
+    /// copied out instead, so a chunk waiting behind a slow reader never
+    /// pins much more memory than it holds.
     pub(crate) fn seal(&mut self) {
-        let Some((index, buf)) = self.open.take() else {
+        let Some(index) = self.open.take() else {
             return;
+        };
+        let buf = &mut self.open_buf;
+        let bytes = if buf.capacity() > 2 * buf.len() + 64 {
+            let bytes = Bytes::copy_from_slice(buf);
+            buf.clear();
+            bytes
+        } else {
+            buf.split().freeze()
         };
         if let Some(c) = self.conns.get_mut(index as usize)
             && c.phase != Phase::Gone
         {
-            c.sendq.push_unbounded(buf.freeze(), &mut self.spares);
+            c.sendq.push_unbounded(bytes, &mut self.spares);
         }
     }
 
