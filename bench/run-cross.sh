@@ -56,14 +56,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# A port nobody listens on, with its cluster bus port (+10000) free too.
-next_port=$((20000 + RANDOM % 10000))
+# Sets $port to a port nobody listens on, with its cluster bus port (+10000)
+# free too, and never the same twice in a run (not in a subshell: it counts).
+# Both stay below the ephemeral range, where outgoing connections would take
+# them without listening.
+next_port=$((11000 + RANDOM % 8000))
 free_port() {
     while :; do
         next_port=$((next_port + 1))
         if ! (exec 3<>/dev/tcp/127.0.0.1/$next_port) 2>/dev/null &&
             ! (exec 3<>/dev/tcp/127.0.0.1/$((next_port + 10000))) 2>/dev/null; then
-            echo "$next_port"
+            port=$next_port
             return
         fi
     done
@@ -86,8 +89,7 @@ start_redis() { # standalone|cluster
         count=6
     fi
     for _ in $(seq "$count"); do
-        local port
-        port=$(free_port)
+        free_port
         if [ "$1" = cluster ]; then
             extra=(--cluster-enabled yes --cluster-config-file "$work/nodes-$port.conf"
                 --cluster-node-timeout 5000)
@@ -116,8 +118,7 @@ start_servers() { # seeds
     server_pids=()
     server_urls=()
     for name in a b; do
-        local port
-        port=$(free_port)
+        free_port
         # One core for both servers, so one reactor thread each. The bench
         # senders go far past the default 100 msgs/s per connection.
         RINGHUB_LOG=warn taskset -c 0 "$ringhub" --listen "127.0.0.1:$port" --threads 1 \
@@ -133,14 +134,14 @@ start_servers() { # seeds
 
 # "<server>/<thread> <utime+stime ticks>" for every thread of the servers, sorted for join.
 thread_ticks() {
-    local i=0 pid task
+    local names=(a b) i=0 pid task
     for pid in "${server_pids[@]}"; do
         for task in /proc/"$pid"/task/*; do
-            printf '%s/%s %s\n' "$((i))" "$(cat "$task/comm" 2>/dev/null)" \
+            printf '%s/%s %s\n' "${names[i]}" "$(cat "$task/comm" 2>/dev/null)" \
                 "$(awk '{ print $14 + $15 }' "$task/stat" 2>/dev/null)"
         done
         i=$((i + 1))
-    done | sort
+    done | LC_ALL=C sort
 }
 
 stop_all() {
@@ -163,7 +164,7 @@ run() { # name, bench args...
     taskset -c 1 "$bench" "$@" --target "$targets" --server-pid "$pids_csv" \
         --redis-nodes "$nodes" -d "$DURATION" --quiet --json >"$out/$name.json" || true
     # Where the servers' CPU went, thread by thread, over the whole run.
-    join <(echo "$threads_before") <(thread_ticks) |
+    LC_ALL=C join <(echo "$threads_before") <(thread_ticks) |
         awk -v hz="$(getconf CLK_TCK)" '$3 > $2 { printf "  %s %.2f s", $1, ($3 - $2) / hz } END { print "" }' \
         >"$out/$name.threads"
     jq -r '.[] | "  sent \(.counters.sent)  delivered \(.counters.unique)/\(.expected)  lost \(.lost)  dup \(.counters.duplicates)  errors \(.counters.errors)
@@ -191,19 +192,25 @@ go_design() {
     redis-cli -p "$port" set server:bench-b:alive 1 >/dev/null
     taskset -c 0 redis-cli -p "$port" subscribe server:bench-b >/dev/null &
     pids+=($!)
-    local payload total=0 n=500000
+    local payload n=300000 depth
     payload=$(printf '%*s' 100 '' | tr ' ' x)
-    echo "== go-design: redis-benchmark -P 16 -n $n, Redis on CPU 1 (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-    for command in "smembers user_servers:u1" "exists server:bench-b:alive" "publish server:bench-b $payload"; do
-        local before after
-        before=$(redis_cpu_ns "$port")
-        # shellcheck disable=SC2086 # the command's words are separate arguments
-        taskset -c 0 redis-benchmark -p "$port" -c 8 -P 16 -n "$n" -q $command >/dev/null
-        after=$(redis_cpu_ns "$port")
-        total=$((total + (after - before) / n))
-        echo "  ${command%% *}: $(((after - before) / n)) ns of Redis CPU per command"
+    : >"$out/go-design.txt"
+    # One command per round trip, as the original server sent them, and 16 deep.
+    for depth in 1 16; do
+        local total=0
+        echo "== go-design: redis-benchmark -c 50 -P $depth -n $n, Redis on CPU 1 (load average $(cut -d' ' -f1-3 /proc/loadavg))" |
+            tee -a "$out/go-design.txt"
+        for command in "smembers user_servers:u1" "exists server:bench-b:alive" "publish server:bench-b $payload"; do
+            local before after
+            before=$(redis_cpu_ns "$port")
+            # shellcheck disable=SC2086 # the command's words are separate arguments
+            taskset -c 0 redis-benchmark -p "$port" -c 50 -P "$depth" -n "$n" -q $command >/dev/null
+            after=$(redis_cpu_ns "$port")
+            total=$((total + (after - before) / n))
+            echo "  ${command%% *}: $(((after - before) / n)) ns of Redis CPU per command" | tee -a "$out/go-design.txt"
+        done
+        echo "  SMEMBERS + EXISTS + PUBLISH: $total ns of Redis CPU per message" | tee -a "$out/go-design.txt"
     done
-    echo "  SMEMBERS + EXISTS + PUBLISH: $total ns of Redis CPU per message" | tee "$out/go-design.txt"
 }
 
 for mode in $modes; do
@@ -224,3 +231,17 @@ for mode in $modes; do
     run "$mode-mixed" mixed --users "$USERS" --rooms 200 --rooms-per-user 4 \
         --publish-share 0.2 --rate "$MIXED_RATE" --drain 10
 done
+
+# The README's table, one row per run made above.
+{
+    echo "| run | delivered / owed | throughput msgs/s | p50 ms | p99 ms | p99.9 ms | Redis cmds/msg | Redis CPU µs/msg | servers CPU µs/msg | load avg |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+    for f in "$out"/{standalone,cluster}-{direct-10k,direct-50k,direct-max,mixed}.json; do
+        [ -e "$f" ] || continue
+        jq -r --arg name "$(basename "$f" .json)" '.[0] |
+            def ms: . / 1000 | . * 100 | round / 100;
+            def us: (. // 0) / 1000 | . * 10 | round / 10;
+            "| \($name) | \(.counters.unique) / \(.expected) | \(.throughput | round) | \(.latency.p50_us | ms) | \(.latency.p99_us | ms) | \(.latency.p999_us | ms) | \((.redis.per_delivery // 0) * 1000 | round / 1000) | \(.redis.cpu_ns_per_delivery | us) | \(.server.cpu_ns_per_delivery | us) | \(.host_load) |"' "$f"
+    done
+} >"$out/table.md"
+echo "table: $out/table.md"
