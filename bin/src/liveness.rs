@@ -14,6 +14,11 @@
 //! score) tells it that it was pruned (or that Redis lost its data), and it
 //! writes every route of its users again. Scores are each server's wall
 //! clock, so clocks must agree (NTP) to well within P/4.
+//!
+//! A server scans only once its own beats have gone through for
+//! [`Liveness::prune_bound`]: when the node holding `servers` fails over or
+//! restarts, every score is old at once, and the others need a beat to
+//! renew theirs before anyone counts as silent.
 
 use std::time::Duration;
 

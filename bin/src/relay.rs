@@ -96,10 +96,11 @@ enum Pending {
     Lookup(Box<str>),
     /// The publish of a batch of messages.
     Batch(Box<InFlight>),
-    /// This server's heartbeat ZADD. Adding the server, rather than
-    /// updating its score, means it was pruned (or Redis lost its data),
-    /// unless `first` (the beat that registers it).
-    Beat { first: bool },
+    /// This server's heartbeat ZADD, sent during registration number
+    /// `registration`. Adding the server, rather than updating its score,
+    /// means it was pruned (or Redis lost its data), unless `first` (the
+    /// beat that registers it) or sent before the current registration.
+    Beat { first: bool, registration: u64 },
     /// ZRANGEBYSCORE of servers silent too long.
     DeadServers,
     /// SMEMBERS server_users:<dead>.
@@ -156,6 +157,11 @@ pub struct Relay {
     down: HashSet<(String, bool)>,
     /// Whether this server's routes are known to be in Redis.
     registered: bool,
+    /// Registrations so far (the first, and one after each reconnect or
+    /// prune).
+    registrations: u64,
+    /// Since when this server's heartbeats have all succeeded.
+    beating_since: Option<Instant>,
     /// Whether Redis gave this server its number for connection ids.
     numbered: bool,
     liveness: Liveness,
@@ -229,6 +235,8 @@ impl Relay {
             outcomes: (0..cores).map(|_| Vec::new()).collect(),
             down: HashSet::new(),
             registered: false,
+            registrations: 0,
+            beating_since: None,
             numbered: false,
             liveness: Liveness::new(hb),
             route_ttl_secs: (hb.as_secs() * TTL_REFRESH_EVERY * 3).max(60),
@@ -551,17 +559,28 @@ impl Relay {
                     self.registered = false;
                 }
             }
-            Pending::Beat { first } => match result {
-                Ok(Value::Int(added)) if added > 0 && !first && self.registered => {
+            Pending::Beat {
+                first,
+                registration,
+            } => match result {
+                Ok(Value::Int(added))
+                    if added > 0
+                        && !first
+                        && self.registered
+                        && registration == self.registrations =>
+                {
                     warn!(
                         "this server was pruned from Redis while alive: registering its routes again"
                     );
                     self.registered = false;
                     self.update_ready();
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    self.beating_since.get_or_insert_with(Instant::now);
+                }
                 Err(e) => {
                     debug!("heartbeat failed: {e}");
+                    self.beating_since = None;
                     self.registered = false;
                 }
             },
@@ -831,6 +850,7 @@ impl Relay {
         }
         if ready && !self.registered && self.stopping.is_none() {
             self.registered = true;
+            self.registrations += 1;
             self.cache.clear();
             if !self.numbered {
                 self.send(cmd("INCR").arg("ringhub:server_seq"), Pending::ServerNumber);
@@ -865,9 +885,18 @@ impl Relay {
         }
         self.next_beat = now + self.liveness.beat_every();
         self.beat(false);
-        let silent = self.liveness.silent_since_ms(now_ms());
-        let scan = cmd("ZRANGEBYSCORE").arg("servers").arg("-inf").arg(silent);
-        self.send(scan, Pending::DeadServers);
+        // Prune only once this server's own beats have gone through for a
+        // while: after the node holding `servers` failed over or restarted,
+        // every server's score is old, and the others need a beat to renew
+        // theirs before anyone counts as silent.
+        let trusted = self
+            .beating_since
+            .is_some_and(|t| now.duration_since(t) >= self.liveness.prune_bound());
+        if trusted {
+            let silent = self.liveness.silent_since_ms(now_ms());
+            let scan = cmd("ZRANGEBYSCORE").arg("servers").arg("-inf").arg(silent);
+            self.send(scan, Pending::DeadServers);
+        }
         self.beats += 1;
         if self.beats.is_multiple_of(u64::from(BEATS_PER_PERIOD)) {
             self.refresh_route_ttls();
@@ -897,7 +926,14 @@ impl Relay {
             .arg("servers")
             .arg(now_ms())
             .arg(&*self.server_id);
-        self.send(zadd, Pending::Beat { first });
+        let registration = self.registrations;
+        self.send(
+            zadd,
+            Pending::Beat {
+                first,
+                registration,
+            },
+        );
     }
 
     // ----- sockets --------------------------------------------------------------
