@@ -164,7 +164,7 @@ run() { # name, bench args...
     taskset -c 1 "$bench" "$@" --target "$targets" --server-pid "$pids_csv" \
         --redis-nodes "$nodes" -d "$DURATION" --quiet --json >"$out/$name.json" || true
     # Where the servers' CPU went, thread by thread, over the whole run.
-    LC_ALL=C join <(echo "$threads_before") <(thread_ticks) |
+    LC_ALL=C join -a 2 -e 0 -o 0,1.2,2.2 <(echo "$threads_before") <(thread_ticks) |
         awk -v hz="$(getconf CLK_TCK)" '$3 > $2 { printf "  %s %.2f s", $1, ($3 - $2) / hz } END { print "" }' \
         >"$out/$name.threads"
     jq -r '.[] | "  sent \(.counters.sent)  delivered \(.counters.unique)/\(.expected)  lost \(.lost)  dup \(.counters.duplicates)  errors \(.counters.errors)

@@ -84,6 +84,11 @@ pub enum WorkerEvent {
     Ready {
         snapshot: Snapshot,
     },
+    /// Sending and draining are over, connections still open: waiting for
+    /// a second go to close them.
+    Drained {
+        snapshot: Snapshot,
+    },
     Done {
         report: Box<WorkerReport>,
     },
@@ -96,8 +101,9 @@ pub enum WorkerEvent {
 /// for a process.
 pub trait Link {
     fn send(&mut self, event: WorkerEvent);
-    /// Blocks until every worker is ready and the measured phase starts;
-    /// false means abort.
+    /// Blocks until every worker is ready and the measured phase starts
+    /// (false means abort); called again once every worker has drained, and
+    /// returns when they may close.
     fn wait_go(&mut self) -> bool;
 }
 
@@ -204,6 +210,12 @@ pub fn run(spec: &WorkerSpec, link: &mut dyn Link) -> Result<WorkerReport, Drive
     w.measure(link);
     w.report.run_ns = sys::monotonic_ns() - t1;
     w.report.run_cpu_ns = sys::thread_cpu_ns() - c1;
+    // Every connection is still open: the parent reads the servers (and
+    // Redis) now, so closing them is not counted in the run.
+    link.send(WorkerEvent::Drained {
+        snapshot: w.snapshot(),
+    });
+    link.wait_go();
     w.finish();
     let share = |cpu: u64, wall: u64| {
         if wall == 0 {

@@ -209,7 +209,7 @@ pub fn run(
                 ready[member] = true;
             }
             WorkerEvent::Failed { error } => return Err(abort(&mut members, member, error)),
-            WorkerEvent::Done { .. } => {
+            WorkerEvent::Done { .. } | WorkerEvent::Drained { .. } => {
                 return Err(abort(&mut members, member, "finished before the go".into()));
             }
         }
@@ -228,6 +228,7 @@ pub fn run(
     let deadline = Instant::now() + deadlines.done;
     let mut merged: Option<WorkerReport> = None;
     let mut done = 0;
+    let mut drained = vec![false; n];
     while done < n {
         let (member, event) =
             recv_until(&members.events, deadline).ok_or(GroupError::Timeout("finish"))?;
@@ -237,6 +238,21 @@ pub fn run(
                 up.send(WorkerEvent::Progress {
                     snapshot: sum(&snapshots),
                 });
+            }
+            WorkerEvent::Drained { snapshot } => {
+                snapshots[member] = snapshot;
+                drained[member] = true;
+                // The last one to drain: upstream reads the servers, then
+                // everyone closes.
+                if drained.iter().all(|&d| d) {
+                    up.send(WorkerEvent::Drained {
+                        snapshot: sum(&snapshots),
+                    });
+                    let close = up.wait_go();
+                    for go in &mut members.go {
+                        go(close);
+                    }
+                }
             }
             WorkerEvent::Done { report } => {
                 done += 1;

@@ -224,14 +224,15 @@ pub fn run_step(plan: &StepPlan) -> Result<StepResult, RunError> {
     let report = group::run(members, &mut watch, deadlines);
     watch.bar.finish_and_clear();
     let report = report?;
-    let after = sample_all(&plan.server_pids)?;
-    let redis = match watch.redis_at_go.take() {
-        Some(before) => {
-            let before = before?;
-            let after = redis_info::read(&plan.redis_nodes)?;
-            Some(RedisUsage::new(&before, &after, report.counters.unique))
+    let (after, redis_after) = match watch.drained.take() {
+        Some((server, redis)) => (server?, redis),
+        None => (sample_all(&plan.server_pids)?, None),
+    };
+    let redis = match (watch.redis_at_go.take(), redis_after) {
+        (Some(before), Some(after)) => {
+            Some(RedisUsage::new(&before?, &after?, report.counters.unique))
         }
-        None => None,
+        _ => None,
     };
     let mut result = result(plan, split, sockets, &report, before, &watch, after);
     result.redis = redis;
@@ -346,6 +347,12 @@ fn share(cpu_ns: u64, wall_ns: u64) -> f64 {
     }
 }
 
+/// Servers' footprint and Redis's counters at the end of the drain.
+type DrainedSample = (
+    Result<Option<ProcSample>, ProcError>,
+    Option<Result<Reading, InfoError>>,
+);
+
 /// The parent's view of the group: a progress bar, and server samples.
 struct Watch {
     bar: ProgressBar,
@@ -354,6 +361,9 @@ struct Watch {
     redis_nodes: Vec<std::net::SocketAddr>,
     /// Redis command counts read at the go, if nodes were given.
     redis_at_go: Option<Result<Reading, InfoError>>,
+    /// The servers and Redis read once every worker drained, before the
+    /// connections close.
+    drained: Option<DrainedSample>,
     started: Instant,
     last_sample: Option<Instant>,
     memory: Vec<MemorySample>,
@@ -384,6 +394,7 @@ impl Watch {
             settle: plan.settle,
             redis_nodes: plan.redis_nodes.clone(),
             redis_at_go: None,
+            drained: None,
             started: Instant::now(),
             last_sample: None,
             memory: Vec::new(),
@@ -417,7 +428,9 @@ impl Watch {
 impl Link for Watch {
     fn send(&mut self, event: WorkerEvent) {
         let snapshot: Snapshot = match event {
-            WorkerEvent::Progress { snapshot } | WorkerEvent::Ready { snapshot } => snapshot,
+            WorkerEvent::Progress { snapshot }
+            | WorkerEvent::Ready { snapshot }
+            | WorkerEvent::Drained { snapshot } => snapshot,
             _ => return,
         };
         match self.go_at {
@@ -445,6 +458,12 @@ impl Link for Watch {
     }
 
     fn wait_go(&mut self) -> bool {
+        if self.go_at.is_some() {
+            // The second go: every worker drained, connections still open.
+            let redis = (!self.redis_nodes.is_empty()).then(|| redis_info::read(&self.redis_nodes));
+            self.drained = Some((sample_all(&self.pids), redis));
+            return true;
+        }
         if !self.settle.is_zero() {
             self.bar
                 .set_message(format!("settling {:.1} s", self.settle.as_secs_f64()));
