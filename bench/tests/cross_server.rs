@@ -197,4 +197,12 @@ fn direct_and_mixed_deliver_every_message_exactly_once() {
     // Room publishes fan out: more deliveries than sends.
     assert!(n(&r, "expected") > n(&r, "counters.sent"), "{r}");
     assert_eq!(code, 0, "{r}");
+
+    // Split over two worker processes, each sender still knows what its
+    // publishes owe (the rooms follow from the seed), and the sum is exact.
+    args.extend_from_slice(&["--processes", "2"]);
+    let (code, r) = bench(&args);
+    assert_exactly_once(&r);
+    assert_eq!(n(&r, "processes"), 2);
+    assert_eq!(code, 0, "{r}");
 }
