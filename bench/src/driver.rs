@@ -162,6 +162,8 @@ struct Worker<'s> {
     last_upgrade_ns: u64,
     /// Wakes the poll when the next send is due.
     alarm: sys::Alarm,
+    /// Senders with frames queued in this turn (kept for its allocation).
+    touched: Vec<usize>,
 }
 
 /// Runs a worker to completion: connect, report ready, wait for the go,
@@ -193,6 +195,7 @@ pub fn run(spec: &WorkerSpec, link: &mut dyn Link) -> Result<WorkerReport, Drive
         last_delivery_ns: 0,
         last_upgrade_ns: 0,
         alarm,
+        touched: Vec::new(),
     };
 
     let (t0, c0) = (sys::monotonic_ns(), sys::thread_cpu_ns());
@@ -446,7 +449,7 @@ impl Worker<'_> {
 
     /// Sends what is due by `now` (at most [`SEND_BATCH`] messages, so a
     /// sender far behind does not starve the reads), each stamped with the
-    /// time it was due.
+    /// time it was due. A sender's messages of one batch go out in one write.
     fn send_due(
         &mut self,
         schedule: &mut Schedule,
@@ -455,12 +458,13 @@ impl Worker<'_> {
         end: u64,
         every: u64,
     ) {
+        let mut touched = std::mem::take(&mut self.touched);
         for _ in 0..SEND_BATCH {
             let Some(&Reverse((due, local))) = schedule.peek() else {
-                return;
+                break;
             };
             if due > now || due >= end {
-                return;
+                break;
             }
             schedule.pop();
             let Some(conn) = self.conns[local].as_mut() else {
@@ -470,17 +474,26 @@ impl Worker<'_> {
                 blocked.push((due, local));
                 continue;
             }
+            // Frames queue behind what the socket has not taken yet.
+            let was_empty = conn.unsent.is_empty();
             // A sender that cannot send (closed, or the count bound
             // reached) leaves the schedule instead of spinning on it.
             let sent = conn
                 .session
                 .as_mut()
-                .is_some_and(|s| s.send_scheduled(&mut self.shared, due, &mut self.out));
-            self.flush(local);
+                .is_some_and(|s| s.send_scheduled(&mut self.shared, due, &mut conn.unsent));
             if sent {
+                if was_empty {
+                    touched.push(local);
+                }
                 schedule.push(Reverse((due + every, local)));
             }
         }
+        for &local in &touched {
+            self.flush(local);
+        }
+        touched.clear();
+        self.touched = touched;
     }
 
     fn role_of(&self, local: usize) -> Role {
