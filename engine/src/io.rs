@@ -608,3 +608,124 @@ impl<H: Handler> Io<H> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handler::{Ctx, Decision, Message};
+
+    struct Nothing;
+
+    impl Handler for Nothing {
+        type State = ();
+        type Post = ();
+        fn on_open(
+            &mut self,
+            _: &mut Ctx<'_, Self>,
+            _: ConnId,
+            _: &ringhub_proto::WebSocketUpgrade<'_, '_>,
+        ) -> Decision {
+            Decision::accept()
+        }
+        fn on_message(&mut self, _: &mut Ctx<'_, Self>, _: ConnId, _: Message<'_>) {}
+    }
+
+    fn io_with_open_conns(n: usize) -> (Io<Nothing>, Vec<ConnId>) {
+        let mut io = Io::new(
+            0,
+            Arc::new(Config::default()),
+            Vec::new(),
+            Arc::new(CoreStats::default()),
+        );
+        io.sqes = vec![Vec::new()];
+        let ids = (0..n)
+            .map(|i| {
+                let index = io.insert(0, i as u32, None);
+                io.conns[index as usize].phase = Phase::Open;
+                io.id(index)
+            })
+            .collect();
+        (io, ids)
+    }
+
+    /// The bytes queued for `id`, as one vector per chunk.
+    fn chunks(io: &Io<Nothing>, id: ConnId) -> Vec<Vec<u8>> {
+        let q = &io.conns[id.index as usize].sendq;
+        let mut iovs = [libc::iovec {
+            iov_base: std::ptr::null_mut(),
+            iov_len: 0,
+        }; 8];
+        let n = q.fill_iovecs(&mut iovs);
+        iovs[..n]
+            .iter()
+            .map(|iov| {
+                // SAFETY: the iovecs point into chunks the queue still holds.
+                unsafe { std::slice::from_raw_parts(iov.iov_base.cast::<u8>(), iov.iov_len) }
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn replies_to_one_connection_become_one_chunk_in_order() {
+        let (mut io, ids) = io_with_open_conns(2);
+        let (a, b) = (ids[0], ids[1]);
+        io.send_data(a, true, b"one").unwrap();
+        io.send_data(a, true, b"two").unwrap();
+        // A frame for another connection seals a's run.
+        io.send_data(b, false, b"x").unwrap();
+        // A shared frame for b goes behind b's own run.
+        io.send_shared(b, &mut SharedFrame::text("shared")).unwrap();
+        io.send_data(a, true, b"three").unwrap();
+        io.seal();
+        assert_eq!(
+            chunks(&io, a),
+            [
+                b"\x81\x03one\x81\x03two".to_vec(),
+                b"\x81\x05three".to_vec()
+            ]
+        );
+        assert_eq!(
+            chunks(&io, b),
+            [b"\x82\x01x".to_vec(), b"\x81\x06shared".to_vec()]
+        );
+        assert_eq!(
+            io.stats
+                .frames_out
+                .load(std::sync::atomic::Ordering::Relaxed),
+            5
+        );
+    }
+
+    #[test]
+    fn a_short_run_is_copied_out_and_the_arena_kept() {
+        let (mut io, ids) = io_with_open_conns(1);
+        io.send_data(ids[0], true, b"tiny").unwrap();
+        io.seal();
+        assert!(io.open_buf.is_empty());
+        assert!(
+            io.open_buf.capacity() >= OPEN_CAPACITY,
+            "the arena stays for the next run"
+        );
+        // A run that fills most of the arena leaves as a slice of it.
+        let payload = [b'p'; 1500];
+        io.send_data(ids[0], false, &payload).unwrap();
+        io.seal();
+        assert!(io.open_buf.capacity() < OPEN_CAPACITY, "handed over");
+        assert_eq!(chunks(&io, ids[0]).len(), 2);
+    }
+
+    #[test]
+    fn a_run_past_the_limit_closes_the_slow_consumer() {
+        let (mut io, ids) = io_with_open_conns(1);
+        let limit = io.config.send_queue_limit;
+        let big = vec![0u8; limit / 2];
+        io.send_data(ids[0], false, &big).unwrap();
+        assert_eq!(
+            io.send_data(ids[0], false, &big),
+            Err(SendError::SlowConsumer),
+            "the open run counts toward the limit"
+        );
+        assert_eq!(io.conns[ids[0].index as usize].phase, Phase::Closing);
+    }
+}
