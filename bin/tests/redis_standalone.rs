@@ -263,3 +263,33 @@ fn sigterm_removes_the_server_and_its_routes() {
     assert!(members(&redis, "server_users:a").is_empty());
     assert!(redis.cli(&["ZSCORE", "servers", "a"]).trim().is_empty());
 }
+
+#[test]
+fn a_server_pruned_while_alive_registers_its_routes_again() {
+    require_redis();
+    let redis = RedisServer::start();
+    let a = server(&redis, "a");
+    let _alice = user(&a, "alice");
+    wait_route(&redis, "alice", &["a"]);
+    // What a survivor does to a server it believes dead (one whose beats
+    // were late past the tolerance).
+    redis.cli(&["SREM", "user_servers:alice", "a"]);
+    redis.cli(&["DEL", "server_users:a"]);
+    redis.cli(&["ZREM", "servers", "a"]);
+    let pruned = Instant::now();
+    // Its next beat adds it back rather than updating it: it re-registers.
+    wait_route(&redis, "alice", &["a"]);
+    let healed = pruned.elapsed();
+    assert!(
+        healed <= HEARTBEAT,
+        "routes back {healed:?} after a false prune, over one period"
+    );
+    eventually("alice back in server_users:a", || {
+        members(&redis, "server_users:a") == ["alice"]
+    });
+    assert!(
+        a.log().contains("pruned from Redis while alive"),
+        "{}",
+        a.log()
+    );
+}
