@@ -324,8 +324,10 @@ impl Relay {
         while let Ok(control) = self.inbox.control.try_recv() {
             self.on_control(control);
         }
+        // One clock read for the route cache per drain, not per message.
+        let now = Instant::now();
         while let Ok(forward) = self.inbox.forwards.try_recv() {
-            self.on_forward(forward);
+            self.on_forward(forward, now);
         }
     }
 
@@ -377,14 +379,14 @@ impl Relay {
         self.send(back, Pending::Ignore);
     }
 
-    fn on_forward(&mut self, forward: Forward) {
+    fn on_forward(&mut self, forward: Forward, now: Instant) {
         match &forward.audience {
             Audience::User(user) => {
                 if let Some(waiting) = self.lookups.get_mut(user) {
                     waiting.push(forward);
                     return;
                 }
-                match self.cache.get(user, Instant::now()) {
+                match self.cache.get(user, now) {
                     Some(servers) => self.publish_to_servers(forward, &servers),
                     None => {
                         let user = user.clone();
