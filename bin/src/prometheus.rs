@@ -168,6 +168,13 @@ pub fn render(out: &mut String, s: &Snapshot) {
         "Redis commands that failed (error reply, timeout or lost connection).",
         t.redis_errors,
     );
+    w.single(
+        "ringhub_remote_retries_total",
+        "counter",
+        "Publishes to other servers sent again after a failover-type failure (each \
+         either arrives later or ends as a remote_failure drop).",
+        t.remote_retries,
+    );
 
     w.family(
         "ringhub_delivery_latency_seconds",
