@@ -157,6 +157,11 @@ run() { # name, bench args...
     local targets pids_csv nodes
     targets=$(IFS=,; echo "${server_urls[*]}")
     pids_csv=$(IFS=,; echo "${server_pids[*]}")
+    if [ "${ONE_SERVER:-0}" = 1 ]; then
+        # Both ends on server A: the same path without Redis, for reference.
+        targets=${server_urls[0]}
+        pids_csv=${server_pids[0]}
+    fi
     nodes=$(IFS=,; echo "${redis_nodes[*]}")
     echo "== $name: ringhub-bench $* (load average $(cut -d' ' -f1-3 /proc/loadavg))"
     local threads_before
@@ -225,6 +230,9 @@ for mode in $modes; do
     start_servers "${seeds%,}"
     echo "### $mode: Redis ${redis_nodes[*]}; servers ${server_urls[*]} (pids ${server_pids[*]})"
     echo "    host: $(nproc) CPUs, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+    if [ "$mode" = standalone ]; then
+        ONE_SERVER=1 run one-server-direct-10k direct --pairs "$PAIRS" --rate 10000 --drain 10
+    fi
     run "$mode-direct-10k" direct --pairs "$PAIRS" --rate 10000 --drain 10
     run "$mode-direct-50k" direct --pairs "$PAIRS" --rate 50000 --drain 10
     run "$mode-direct-max" direct --pairs "$PAIRS" --rate "$MAX_RATE" --drain 30
@@ -236,7 +244,7 @@ done
 {
     echo "| run | delivered / owed | throughput msgs/s | p50 ms | p99 ms | p99.9 ms | Redis cmds/msg | Redis CPU µs/msg | servers CPU µs/msg | load avg |"
     echo "|---|---|---|---|---|---|---|---|---|---|"
-    for f in "$out"/{standalone,cluster}-{direct-10k,direct-50k,direct-max,mixed}.json; do
+    for f in "$out"/one-server-direct-10k.json "$out"/{standalone,cluster}-{direct-10k,direct-50k,direct-max,mixed}.json; do
         [ -e "$f" ] || continue
         jq -r --arg name "$(basename "$f" .json)" '.[0] |
             def ms: . / 1000 | . * 100 | round / 100;

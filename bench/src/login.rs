@@ -103,7 +103,7 @@ mod tests {
     #[test]
     fn tokens_verify_with_the_secret_and_carry_the_user() {
         let login = Login::Hs256 {
-            secret: "sesame".into(),
+            secret: "sesame-sesame-sesame-sesame-sesame".into(),
         };
         let query = login.query(USER).unwrap();
         let token = query.strip_prefix("token=").unwrap();
@@ -115,7 +115,7 @@ mod tests {
         );
         let claims = decode::<Decoded>(
             token,
-            &DecodingKey::from_secret(b"sesame"),
+            &DecodingKey::from_secret(b"sesame-sesame-sesame-sesame-sesame"),
             &Validation::new(Algorithm::HS256),
         )
         .unwrap()

@@ -37,7 +37,7 @@ struct Ringhub {
 }
 
 impl Ringhub {
-    fn start(redis_url: &str, id: &str) -> Ringhub {
+    fn start(redis_url: &str, id: &str, extra: &[&str]) -> Ringhub {
         // A fresh working directory: no developer's .env.local is read.
         let dir = tempfile::tempdir().expect("temp dir");
         let mut command = Command::new(ringhub_binary());
@@ -47,6 +47,7 @@ impl Ringhub {
             .args(["--redis", redis_url, "--server-id", id])
             // The bench's senders go well past the default 100 msgs/s.
             .args(["--message-rate", "100000", "--message-burst", "100000"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -145,8 +146,8 @@ fn assert_exactly_once(r: &Value) {
 #[test]
 fn direct_and_mixed_deliver_every_message_exactly_once() {
     let redis = RedisServer::start();
-    let a = Ringhub::start(&redis.url(), "bench-a");
-    let b = Ringhub::start(&redis.url(), "bench-b");
+    let a = Ringhub::start(&redis.url(), "bench-a", &[]);
+    let b = Ringhub::start(&redis.url(), "bench-b", &[]);
     let targets = format!("{},{}", a.url(), b.url());
     let pids = format!("{},{}", a.child.id(), b.child.id());
     let redis_addr = redis.addr();
@@ -205,4 +206,45 @@ fn direct_and_mixed_deliver_every_message_exactly_once() {
     assert_exactly_once(&r);
     assert_eq!(n(&r, "processes"), 2);
     assert_eq!(code, 0, "{r}");
+}
+
+#[test]
+fn users_log_in_with_tokens_minted_from_the_servers_secret() {
+    // The server wants at least 32 bytes for HS256.
+    const SECRET: &str = "bench-test-secret-of-at-least-32-bytes";
+    let redis = RedisServer::start();
+    let a = Ringhub::start(&redis.url(), "auth-a", &["--jwt-secret", SECRET]);
+    let b = Ringhub::start(&redis.url(), "auth-b", &["--jwt-secret", SECRET]);
+    let targets = format!("{},{}", a.url(), b.url());
+    let redis_addr = redis.addr();
+    let run = |secret: &str| {
+        bench(&[
+            "direct",
+            "--pairs",
+            "5",
+            "--rate",
+            "500",
+            "-d",
+            "1",
+            "--target",
+            &targets,
+            "--redis-nodes",
+            &redis_addr,
+            "--token-secret",
+            secret,
+        ])
+    };
+    let (code, r) = run(SECRET);
+    assert_exactly_once(&r);
+    assert_eq!(code, 0, "{r}");
+
+    // A wrong secret: every upgrade refused with 401, and the run fails.
+    let (code, r) = run("not-the-secret");
+    assert_eq!(n(&r, "counters.handshake_failed"), 10, "{r}");
+    assert_eq!(n(&r, "counters.established"), 0, "{r}");
+    assert!(
+        r["first_error"].as_str().unwrap_or("").contains("401"),
+        "{r}"
+    );
+    assert_eq!(code, 1, "{r}");
 }
