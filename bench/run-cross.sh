@@ -114,7 +114,7 @@ start_redis() { # standalone|cluster
 
 server_pids=()
 server_urls=()
-start_servers() { # seeds
+start_servers() { # seeds, mode
     server_pids=()
     server_urls=()
     for name in a b; do
@@ -124,7 +124,7 @@ start_servers() { # seeds
         RINGHUB_LOG=warn taskset -c 0 "$ringhub" --listen "127.0.0.1:$port" --threads 1 \
             --redis "$1" --server-id "bench-$name" \
             --message-rate 10000000 --message-burst 10000000 \
-            2>"$work/ringhub-$name.log" &
+            2>"$out/$2-ringhub-$name.log" &
         pids+=($!)
         server_pids+=($!)
         server_urls+=("ws://127.0.0.1:$port/ws")
@@ -227,7 +227,7 @@ for mode in $modes; do
     stop_all
     start_redis "$mode"
     seeds=$(printf 'redis://%s,' "${redis_nodes[@]}")
-    start_servers "${seeds%,}"
+    start_servers "${seeds%,}" "$mode"
     echo "### $mode: Redis ${redis_nodes[*]}; servers ${server_urls[*]} (pids ${server_pids[*]})"
     echo "    host: $(nproc) CPUs, $(uname -r), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
     if [ "$mode" = standalone ]; then
