@@ -25,7 +25,7 @@ modes=${1:-standalone cluster go-design}
 DURATION=${DURATION:-10}
 PAIRS=${PAIRS:-100}
 USERS=${USERS:-2000}
-MIXED_RATE=${MIXED_RATE:-10000}
+MIXED_RATE=${MIXED_RATE:-5000}
 MAX_RATE=${MAX_RATE:-1000000}
 out=${OUT:-bench/results/cross}
 mkdir -p "$out"

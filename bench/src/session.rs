@@ -40,11 +40,12 @@ pub struct Shared {
     pub ringhub: bool,
     /// Message size of the ringhub workloads.
     pub size: usize,
-    /// The chat's users and rooms (`mixed` only), and its share of publishes.
+    /// The chat (`mixed` only): users, rooms, share of publishes, and the
+    /// seed every user's picks derive from.
     pub users: u32,
     pub rooms: Option<Rooms>,
     pub publish_permille: u32,
-    pub seed: u64,
+    pub chat_seed: u64,
     /// Where a ringhub message is written before it is framed.
     scratch: Vec<u8>,
     /// Publisher streams in the run, and topics they spread over: publisher
@@ -109,7 +110,7 @@ impl Shared {
             users,
             rooms,
             publish_permille,
-            seed: chat_seed,
+            chat_seed,
             scratch: Vec::with_capacity(size),
             publishers,
             topics: topics.max(1) as u32,
@@ -205,7 +206,7 @@ impl Session {
             upgrade.write_request(query, out);
         }
         let rng = match role {
-            Role::Chatter { user } => Rng::new(shared.seed, u64::from(user)),
+            Role::Chatter { user } => Rng::new(shared.chat_seed, u64::from(user)),
             _ => Rng::new(0, 0),
         };
         Session {
