@@ -19,9 +19,11 @@ struct Mapping {
 }
 
 impl Mapping {
-    /// Maps `len` bytes, faulted in now so the pool is a fixed cost of the
-    /// process rather than a cost that appears as connections arrive.
-    fn new(len: usize) -> io::Result<Mapping> {
+    /// Maps `len` bytes; with `prefault`, faulted in now, so the pool is a
+    /// fixed cost of the process rather than one that appears as traffic
+    /// arrives. Without it pages are backed as the kernel first fills them.
+    fn new(len: usize, prefault: bool) -> io::Result<Mapping> {
+        let populate = if prefault { libc::MAP_POPULATE } else { 0 };
         // SAFETY: an anonymous private mapping with no address hint has no
         // preconditions; the result is checked against MAP_FAILED.
         let ptr = unsafe {
@@ -29,7 +31,7 @@ impl Mapping {
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | populate,
                 -1,
                 0,
             )
@@ -68,7 +70,15 @@ pub struct BufRing {
 impl BufRing {
     /// Allocates `entries` buffers of `buf_size` bytes and registers them as
     /// group `bgid` of `ring`. `entries` must be a power of two (≤ 32768).
-    pub fn register(ring: &IoUring, bgid: u16, entries: u16, buf_size: u32) -> io::Result<BufRing> {
+    /// `prefault` backs the buffers with memory now; a pool that may never
+    /// see traffic (a spare lane's) passes false and costs nothing until used.
+    pub fn register(
+        ring: &IoUring,
+        bgid: u16,
+        entries: u16,
+        buf_size: u32,
+        prefault: bool,
+    ) -> io::Result<BufRing> {
         if !entries.is_power_of_two() || entries > 1 << 15 {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -76,8 +86,8 @@ impl BufRing {
             ));
         }
         let ring_len = usize::from(entries) * std::mem::size_of::<BufRingEntry>();
-        let ring_map = Mapping::new(ring_len)?;
-        let bufs = Mapping::new(usize::from(entries) * buf_size as usize)?;
+        let ring_map = Mapping::new(ring_len, true)?;
+        let bufs = Mapping::new(usize::from(entries) * buf_size as usize, prefault)?;
         let mut this = BufRing {
             ring: ring_map,
             bufs,
@@ -168,14 +178,14 @@ mod tests {
     #[test]
     fn rejects_sizes_the_kernel_would_refuse() {
         let (ring, _) = build_ring(8).expect("ring");
-        assert!(BufRing::register(&ring, 0, 3, 64).is_err());
-        assert!(BufRing::register(&ring, 0, 16, 64).is_ok());
+        assert!(BufRing::register(&ring, 0, 3, 64, true).is_err());
+        assert!(BufRing::register(&ring, 0, 16, 64, true).is_ok());
     }
 
     #[test]
     fn recycled_buffers_are_published_in_order() {
         let (ring, _) = build_ring(8).expect("ring");
-        let mut pool = BufRing::register(&ring, 1, 4, 32).expect("register");
+        let mut pool = BufRing::register(&ring, 1, 4, 32, false).expect("register");
         pool.data(2, 5).copy_from_slice(b"hello");
         assert_eq!(&pool.data(2, 5)[..], b"hello");
         assert_eq!(pool.data(2, 1000).len(), 32, "clamped to the buffer size");

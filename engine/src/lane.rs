@@ -53,7 +53,11 @@ impl Lane {
                 what: "registering a fixed file table (larger than RLIMIT_NOFILE?)",
                 source,
             })?;
-        let bufs = BufRing::register(&ring, BGID, buffers, buffer_size)
+        // The first lane's pool is faulted in at start; the others, which
+        // see traffic only once earlier tables fill, are backed on first use
+        // (a server sized for a million connections would otherwise hold
+        // 60-odd pools of buffers from the start).
+        let bufs = BufRing::register(&ring, BGID, buffers, buffer_size, index == 0)
             .map_err(EngineError::io("registering the provided-buffer ring"))?;
         let eventfd = if index == 0 {
             None
