@@ -194,15 +194,6 @@ impl Client {
         }
     }
 
-    /// Whether `conn` is a node's pub/sub connection, whose input is
-    /// messages, rather than replies to this client's commands (a driver
-    /// may read those lazily when nobody waits for them).
-    pub fn is_pubsub(&self, conn: ConnId) -> bool {
-        self.links
-            .get(conn.index as usize)
-            .is_some_and(|l| l.generation == conn.generation && l.role == Role::PubSub)
-    }
-
     /// The cluster's masters, as last loaded (empty for standalone).
     pub fn masters(&self) -> Vec<String> {
         self.topology

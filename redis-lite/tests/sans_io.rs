@@ -688,33 +688,3 @@ fn a_sharded_subscription_follows_its_slot() {
             .any(|e| matches!(e, Event::Message(m) if &m.payload[..] == b"hi"))
     );
 }
-
-#[test]
-fn a_driver_can_tell_the_pub_sub_connection_from_the_command_one() {
-    let now = Instant::now();
-    let config = Config {
-        resp3: false,
-        ..Config::default()
-    };
-    let mut client = Client::new(config, 7, now).unwrap();
-    client.subscribe(SubKind::Channel, [Bytes::from_static(b"c")], now);
-    let mut roles = Vec::new();
-    while let Some(action) = client.poll_action() {
-        if let Action::Connect { conn, .. } = action {
-            client.handle_connected(conn, now);
-            roles.push((conn, client.is_pubsub(conn)));
-        }
-    }
-    assert_eq!(roles.len(), 2, "one command and one pub/sub connection");
-    assert_eq!(roles.iter().filter(|(_, pubsub)| *pubsub).count(), 1);
-    let tx: Vec<(redis_lite::ConnId, String)> = std::iter::from_fn(|| client.poll_transmit())
-        .map(|(c, b)| (c, String::from_utf8_lossy(&b).into_owned()))
-        .collect();
-    for (conn, text) in &tx {
-        assert_eq!(
-            text.contains("SUBSCRIBE"),
-            client.is_pubsub(*conn),
-            "{text}"
-        );
-    }
-}
