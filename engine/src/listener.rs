@@ -70,25 +70,59 @@ fn to_sockaddr(addr: &SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
     (storage, len as libc::socklen_t)
 }
 
+/// A fresh non-blocking TCP socket for `addr`'s family.
+fn tcp_socket(addr: &SocketAddr) -> io::Result<OwnedFd> {
+    let family = if addr.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: plain socket(2) call; the result is checked.
+    let raw = check(unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
+            0,
+        )
+    })?;
+    // SAFETY: `raw` is a fresh descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
 impl Listener {
+    /// Binds the first listener of a group, refusing an address another
+    /// process already listens on. `SO_REUSEPORT` would otherwise let a
+    /// second server (of the same user) silently take half of the first
+    /// one's connections; a probe socket bound without it fails with
+    /// `EADDRINUSE` in that case.
+    pub fn bind_exclusive(addr: SocketAddr, backlog: i32) -> io::Result<Listener> {
+        if addr.port() != 0 {
+            let probe = tcp_socket(&addr)?;
+            // As the listeners do: connections of a previous run lingering
+            // in TIME_WAIT don't block a restart (a listening socket does).
+            set_opt(probe.as_raw_fd(), libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
+            let (storage, len) = to_sockaddr(&addr);
+            // SAFETY: `storage` holds a valid sockaddr of `len` bytes.
+            let bound =
+                check(unsafe { libc::bind(probe.as_raw_fd(), (&raw const storage).cast(), len) });
+            if let Err(e) = bound {
+                if e.kind() == io::ErrorKind::AddrInUse {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("another process already listens on {addr}"),
+                    ));
+                }
+                return Err(e);
+            }
+        }
+        Listener::bind(addr, backlog)
+    }
+
     /// Binds a non-blocking listener sharing `addr` with its siblings.
     /// Accepted sockets inherit `TCP_NODELAY` from it.
     pub fn bind(addr: SocketAddr, backlog: i32) -> io::Result<Listener> {
-        let family = if addr.is_ipv4() {
-            libc::AF_INET
-        } else {
-            libc::AF_INET6
-        };
-        // SAFETY: plain socket(2) call; the result is checked.
-        let raw = check(unsafe {
-            libc::socket(
-                family,
-                libc::SOCK_STREAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK,
-                0,
-            )
-        })?;
-        // SAFETY: `raw` is a fresh descriptor that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let fd = tcp_socket(&addr)?;
+        let raw = fd.as_raw_fd();
         set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, 1)?;
         set_opt(raw, libc::SOL_SOCKET, libc::SO_REUSEPORT, 1)?;
         set_opt(raw, libc::IPPROTO_TCP, libc::TCP_NODELAY, 1)?;
@@ -150,5 +184,40 @@ mod tests {
         let b = Listener::bind(addr, 16).unwrap();
         assert_eq!(b.local_addr().unwrap(), addr);
         std::net::TcpStream::connect(addr).expect("one of them accepts");
+    }
+
+    #[test]
+    fn a_second_server_on_a_taken_port_is_refused() {
+        let a = Listener::bind_exclusive("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = a.local_addr().unwrap();
+        let err = Listener::bind_exclusive(addr, 16).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        assert!(err.to_string().contains("another process"), "{err}");
+        drop(a);
+        let again = Listener::bind_exclusive(addr, 16).expect("free once the first is gone");
+        assert_eq!(again.local_addr().unwrap(), addr);
+    }
+
+    #[test]
+    fn a_restart_is_not_blocked_by_connections_in_time_wait() {
+        let a = Listener::bind_exclusive("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = a.local_addr().unwrap();
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let accepted = loop {
+            // SAFETY: accept(2) on our listening socket without an address
+            // buffer; the result is checked.
+            let fd =
+                unsafe { libc::accept(a.as_raw_fd(), std::ptr::null_mut(), std::ptr::null_mut()) };
+            if fd >= 0 {
+                // SAFETY: a fresh descriptor nothing else owns.
+                break unsafe { OwnedFd::from_raw_fd(fd) };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        };
+        // The server closes first, as a shutdown does: its side lingers.
+        drop(accepted);
+        drop(client);
+        drop(a);
+        Listener::bind_exclusive(addr, 16).expect("TIME_WAIT does not hold the port");
     }
 }

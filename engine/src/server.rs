@@ -118,7 +118,7 @@ impl Server {
     {
         config.validate()?;
         let cores = config.core_count();
-        let first = Listener::bind(config.addr, config.backlog)
+        let first = Listener::bind_exclusive(config.addr, config.backlog)
             .map_err(EngineError::io("binding the listening socket"))?;
         let addr = first
             .local_addr()
