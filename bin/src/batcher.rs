@@ -46,15 +46,15 @@ impl Batcher {
         }
     }
 
-    /// Adds a message (its record, as the sending core wrote it) for
-    /// channel `prefix` + `name`. Returns the channel's batch once it is
-    /// full: publish it before anything else for that channel, so messages
-    /// keep their order.
+    /// Adds a message for channel `prefix` + `name`. Returns the channel's
+    /// batch once it is full: publish it before anything else for that
+    /// channel, so messages keep their order.
     pub fn push(
         &mut self,
         prefix: &str,
         name: &str,
-        record: &wire::OutRecord,
+        audience: wire::Audience<'_>,
+        frame: &[u8],
         group: Option<usize>,
     ) -> Option<Ready> {
         self.scratch.clear();
@@ -68,7 +68,7 @@ impl Batcher {
             self.open.insert(self.scratch.clone(), open);
         }
         let open = self.open.get_mut(&self.scratch[..])?;
-        open.batch.push_record(record);
+        open.batch.push(audience, frame);
         open.groups.extend(group);
         if !open.batch.is_full() {
             return None;
@@ -102,21 +102,19 @@ fn ready(channel: Vec<u8>, open: Open) -> Ready {
 mod tests {
     use super::*;
 
-    fn record(user: &str, frame: &[u8]) -> wire::OutRecord {
-        let mut writer = wire::RecordWriter::default();
-        writer
-            .start(wire::Audience::User(user))
-            .extend_from_slice(frame);
-        writer.finish()
-    }
-
     #[test]
     fn one_batch_per_channel_in_order() {
         let mut b = Batcher::new("a");
         for (i, server) in ["b", "c", "b", "b"].iter().enumerate() {
             let frame = i.to_string();
             let group = (i % 2 == 0).then_some(i);
-            let full = b.push("server:", server, &record("u", frame.as_bytes()), group);
+            let full = b.push(
+                "server:",
+                server,
+                wire::Audience::User("u"),
+                frame.as_bytes(),
+                group,
+            );
             assert!(full.is_none());
         }
         let mut ready: Vec<Ready> = b.drain().collect();
@@ -139,15 +137,17 @@ mod tests {
     #[test]
     fn a_full_batch_is_handed_back_at_once() {
         let mut b = Batcher::new("a");
-        let mut writer = wire::RecordWriter::default();
-        writer
-            .start(wire::Audience::Topic("t"))
-            .extend_from_slice(&[b'x'; 4096]);
-        let frame = writer.finish();
+        let frame = vec![b'x'; 4096];
         let mut pushed = 0;
         let full = loop {
             pushed += 1;
-            if let Some(r) = b.push("topic:", "t", &frame, Some(pushed)) {
+            if let Some(r) = b.push(
+                "topic:",
+                "t",
+                wire::Audience::Topic("t"),
+                &frame,
+                Some(pushed),
+            ) {
                 break r;
             }
         };

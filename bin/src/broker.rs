@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
 
+use bytes::Bytes;
 use ringhub_engine::ConnId;
-
-use crate::wire::OutRecord;
 
 /// Messages the cores may have queued for the relay before they are told
 /// `remote_unavailable`.
@@ -26,6 +25,14 @@ pub enum Broker {
     Redis(RedisLink),
 }
 
+/// Who a forwarded message is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Audience {
+    User(Box<str>),
+    Topic(Box<str>),
+    Everyone,
+}
+
 /// Whom to tell how a forward went: the sending connection, and the
 /// message id (raw JSON) if it asked for an `ack`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,12 +41,11 @@ pub struct ReplyTo {
     pub id: Option<Box<str>>,
 }
 
-/// A message for the other servers: its relay record (audience and
-/// encoded `message` frame), written by the sending core so that the relay
-/// only appends bytes to a channel's batch.
+/// A message for the other servers: the encoded `message` frame.
 #[derive(Debug)]
 pub struct Forward {
-    pub record: OutRecord,
+    pub audience: Audience,
+    pub frame: Bytes,
     pub reply: Option<ReplyTo>,
 }
 

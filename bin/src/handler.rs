@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use ringhub_engine::{
     CloseCode, CloseReason, ConnId, Ctx, Decision, Handler, HttpResponse, Message, Request,
     SharedFrame, WebSocketUpgrade,
@@ -16,7 +17,7 @@ use serde_json::value::RawValue;
 use tracing::debug;
 
 use crate::auth::{AuthError, Identity, dev_identity};
-use crate::broker::{Forward, Forwarded, ReplyTo};
+use crate::broker::{Audience, Forward, Forwarded, ReplyTo};
 use crate::config::BroadcastPolicy;
 use crate::hub::{Change, LocalHub, SubscribeError};
 use crate::latency::Latencies;
@@ -25,7 +26,6 @@ use crate::node::Node;
 use crate::presence::CoreSet;
 use crate::ratelimit::TokenBucket;
 use crate::sources::Source;
-use crate::wire;
 
 /// The only path that upgrades to WebSocket.
 pub const WS_PATH: &str = "/ws";
@@ -108,8 +108,6 @@ pub struct CoreHandler {
     epoch: Instant,
     /// Scratch for frames written by this core.
     out: Vec<u8>,
-    /// Scratch for routed messages, written as relay records.
-    record: wire::RecordWriter,
 }
 
 impl CoreHandler {
@@ -126,7 +124,6 @@ impl CoreHandler {
             handshakes,
             epoch: Instant::now(),
             out: Vec::with_capacity(1024),
-            record: wire::RecordWriter::default(),
         }
     }
 
@@ -482,15 +479,9 @@ impl CoreHandler {
         let ts = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        // The frame is written inside its relay record: the relay appends
-        // the record to a batch as it is, and local deliveries share it.
-        let audience = match message.to {
-            Recipient::User(u) => wire::Audience::User(u),
-            Recipient::Topic(t) => wire::Audience::Topic(t),
-            Recipient::Everyone => wire::Audience::Everyone,
-        };
+        self.out.clear();
         ringhub_proto::write_message(
-            self.record.start(audience),
+            &mut self.out,
             &OutgoingMessage {
                 from: message.from,
                 to: message.to,
@@ -499,8 +490,7 @@ impl CoreHandler {
                 ts,
             },
         );
-        let record = self.record.finish();
-        let encoded = record.frame();
+        let encoded = Bytes::copy_from_slice(&self.out);
         // The WebSocket frame is built only if someone in this process
         // gets it: a send to a user on another server needs none.
         let mut frame = None;
@@ -545,7 +535,12 @@ impl CoreHandler {
             }
         }
         let forwarded = self.node.broker.forward(|| Forward {
-            record,
+            audience: match message.to {
+                Recipient::User(u) => Audience::User(u.into()),
+                Recipient::Topic(t) => Audience::Topic(t.into()),
+                Recipient::Everyone => Audience::Everyone,
+            },
+            frame: encoded,
             reply: sender.map(|conn| ReplyTo {
                 conn,
                 id: message.id.map(|id| id.get().into()),

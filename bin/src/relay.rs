@@ -43,7 +43,7 @@ use slab::Slab;
 use tracing::{debug, info, warn};
 
 use crate::batcher::{Batcher, Ready};
-use crate::broker::{Control, Forward, RelayInbox, ReplyTo};
+use crate::broker::{Audience, Control, Forward, RelayInbox, ReplyTo};
 use crate::handler::{Delivery, Post, Target};
 use crate::liveness::{BEATS_PER_PERIOD, Liveness};
 use crate::metrics::Counters;
@@ -380,11 +380,8 @@ impl Relay {
     }
 
     fn on_forward(&mut self, forward: Forward, now: Instant) {
-        // A second handle on the record (a reference count) to read the
-        // audience from while `forward` moves.
-        let record = forward.record.clone();
-        match record.audience() {
-            wire::Audience::User(user) => {
+        match &forward.audience {
+            Audience::User(user) => {
                 if let Some(waiting) = self.lookups.get_mut(user) {
                     waiting.push(forward);
                     return;
@@ -392,20 +389,27 @@ impl Relay {
                 match self.cache.get(user, now) {
                     Some(servers) => self.publish_to_servers(forward, &servers),
                     None => {
-                        let lookup = cmd("SMEMBERS").arg(key("user_servers:", user));
-                        self.send(lookup, Pending::Lookup(user.into()));
-                        self.lookups.insert(user.into(), vec![forward]);
+                        let user = user.clone();
+                        let lookup = cmd("SMEMBERS").arg(key("user_servers:", &user));
+                        self.send(lookup, Pending::Lookup(user.clone()));
+                        self.lookups.insert(user, vec![forward]);
                     }
                 }
             }
-            wire::Audience::Topic(topic) => {
+            Audience::Topic(topic) => {
                 let group = self.group(forward.reply, 1);
-                let full = self.batcher.push("topic:", topic, &record, group);
+                let audience = wire::Audience::Topic(topic);
+                let full = self
+                    .batcher
+                    .push("topic:", topic, audience, &forward.frame, group);
                 self.publish_batch(full);
             }
-            wire::Audience::Everyone => {
+            Audience::Everyone => {
                 let group = self.group(forward.reply, 1);
-                let full = self.batcher.push("broadcast", "", &record, group);
+                let audience = wire::Audience::Everyone;
+                let full = self
+                    .batcher
+                    .push("broadcast", "", audience, &forward.frame, group);
                 self.publish_batch(full);
             }
         }
@@ -413,6 +417,9 @@ impl Relay {
 
     /// Queues a user's message for every other server holding the user.
     fn publish_to_servers(&mut self, forward: Forward, servers: &[Box<str>]) {
+        let Audience::User(user) = &forward.audience else {
+            return;
+        };
         let me = &*self.server_id;
         let parts = servers.iter().filter(|s| &***s != me).count() as u32;
         if parts == 0 {
@@ -422,11 +429,14 @@ impl Relay {
             return;
         }
         let group = self.group(forward.reply, parts);
+        let audience = wire::Audience::User(user);
         for server in servers {
             if *server == self.server_id {
                 continue;
             }
-            let full = self.batcher.push("server:", server, &forward.record, group);
+            let full = self
+                .batcher
+                .push("server:", server, audience, &forward.frame, group);
             self.publish_batch(full);
         }
     }

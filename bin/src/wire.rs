@@ -114,12 +114,6 @@ impl Batch {
         self.count += 1;
     }
 
-    /// Appends one record written by [`RecordWriter`] (checked there).
-    pub fn push_record(&mut self, record: &OutRecord) {
-        self.buf.extend_from_slice(&record.bytes);
-        self.count += 1;
-    }
-
     /// Records in the batch.
     pub fn len(&self) -> usize {
         self.count as usize
@@ -139,98 +133,6 @@ impl Batch {
         let at = 2 + usize::from(self.buf[1]);
         self.buf[at..at + 4].copy_from_slice(&self.count.to_be_bytes());
         self.buf.freeze()
-    }
-}
-
-/// One record written by the core that routes the message, so the relay
-/// appends its bytes to a batch as they are: no name is copied out and no
-/// allocation is made per message between the two threads. The frame is a
-/// slice of the same buffer, which the core delivers locally.
-#[derive(Debug, Clone)]
-pub struct OutRecord {
-    bytes: Bytes,
-    /// Where the frame starts.
-    head: usize,
-}
-
-impl OutRecord {
-    /// Who the record is for.
-    pub fn audience(&self) -> Audience<'_> {
-        let mut r = Reader {
-            bytes: &self.bytes[..self.head],
-            at: 0,
-        };
-        // The writer put a valid head there; Everyone is never wrong to
-        // read for damage that cannot happen.
-        r.audience().unwrap_or(Audience::Everyone)
-    }
-
-    /// The `message` frame, sharing the record's buffer.
-    pub fn frame(&self) -> Bytes {
-        self.bytes.slice(self.head..)
-    }
-
-    /// Record bytes, head and frame.
-    pub fn len(&self) -> usize {
-        self.bytes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.bytes.is_empty()
-    }
-}
-
-/// Writes a record in a reused buffer: the head, then whatever the caller
-/// writes as the frame, then the frame's length.
-#[derive(Debug)]
-pub struct RecordWriter {
-    buf: Vec<u8>,
-    head: usize,
-}
-
-impl Default for RecordWriter {
-    fn default() -> Self {
-        RecordWriter {
-            buf: Vec::with_capacity(1024),
-            head: 0,
-        }
-    }
-}
-
-impl RecordWriter {
-    /// Starts a record for `audience`; write the frame into the returned
-    /// buffer (only appending).
-    pub fn start(&mut self, audience: Audience<'_>) -> &mut Vec<u8> {
-        let (kind, name) = audience.kind_and_name();
-        let name = &name.as_bytes()[..name.len().min(usize::from(u16::MAX))];
-        self.buf.clear();
-        self.buf.push(kind);
-        self.buf
-            .extend_from_slice(&(name.len() as u16).to_be_bytes());
-        self.buf.extend_from_slice(name);
-        self.buf.extend_from_slice(&[0; 4]);
-        self.head = self.buf.len();
-        &mut self.buf
-    }
-
-    /// The frame written since [`RecordWriter::start`].
-    pub fn frame(&self) -> &[u8] {
-        self.buf.get(self.head..).unwrap_or_default()
-    }
-
-    /// The record, copied out once (frames above 4 GiB are cut, far past
-    /// the message size limit).
-    pub fn finish(&mut self) -> OutRecord {
-        let frame_len = self.buf.len() - self.head;
-        if frame_len > u32::MAX as usize {
-            self.buf.truncate(self.head + u32::MAX as usize);
-        }
-        let len = (self.buf.len() - self.head) as u32;
-        self.buf[self.head - 4..self.head].copy_from_slice(&len.to_be_bytes());
-        OutRecord {
-            bytes: Bytes::copy_from_slice(&self.buf),
-            head: self.head,
-        }
     }
 }
 
@@ -417,27 +319,6 @@ mod tests {
         assert!(batch.len() >= MAX_BATCH_BYTES / 1010);
         let payload = batch.finish();
         assert!(payload.len() < MAX_BATCH_BYTES + 1010);
-    }
-
-    #[test]
-    fn a_written_record_is_appended_as_a_pushed_one_would_be() {
-        let mut writer = RecordWriter::default();
-        let mut pushed = Batch::new("s");
-        let mut appended = Batch::new("s");
-        for audience in [
-            Audience::User("bob"),
-            Audience::Topic("room:é"),
-            Audience::Everyone,
-        ] {
-            writer.start(audience).extend_from_slice(FRAME);
-            assert_eq!(writer.frame(), FRAME);
-            let record = writer.finish();
-            assert_eq!(record.audience(), audience);
-            assert_eq!(&record.frame()[..], FRAME);
-            appended.push_record(&record);
-            pushed.push(audience, FRAME);
-        }
-        assert_eq!(appended.finish(), pushed.finish());
     }
 
     fn audience() -> impl Strategy<Value = (u8, String)> {
