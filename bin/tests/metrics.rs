@@ -95,11 +95,23 @@ fn delivered_counts_match_what_the_clients_received() {
 
     // Each round a publisher sends to one user and publishes to the topic;
     // it waits for both acks, so nothing is still in flight at the end.
+    // Publisher 0 pauses halfway until the test has scraped, so that scrape
+    // falls inside the load however fast the machine is.
+    let (halfway_tx, halfway) = std::sync::mpsc::channel::<()>();
+    let (resume, resume_rx) = std::sync::mpsc::channel::<()>();
+    let mut pause = Some((halfway_tx, resume_rx));
     let publishers: Vec<_> = (0..PUBLISHERS)
         .map(|p| {
             let mut c = joined(&server, &format!("user=p{p}"));
+            let pause = if p == 0 { pause.take() } else { None };
             thread::spawn(move || {
                 for round in 0..ROUNDS {
+                    if round == ROUNDS / 2
+                        && let Some((halfway, resume)) = &pause
+                    {
+                        halfway.send(()).expect("test waits");
+                        resume.recv().expect("test resumes");
+                    }
                     let to = format!("u{}", (round + p) % USERS);
                     c.send(json!({"type": "send", "to": to, "data": round, "id": 1}));
                     c.send(json!({"type": "publish", "topic": "load", "data": round, "id": 2}));
@@ -112,8 +124,9 @@ fn delivered_counts_match_what_the_clients_received() {
         .collect();
 
     // A scrape in the middle of the load is well formed and moving.
-    thread::sleep(std::time::Duration::from_millis(30));
+    halfway.recv().expect("publisher 0 got halfway");
     let during = scrape(&server);
+    resume.send(()).expect("publisher 0 waits");
     assert!(during["ringhub_connections_active"] >= (USERS * 2 + SUBSCRIBERS) as f64);
 
     frames_sent += publishers
