@@ -59,6 +59,14 @@ pub const WAKE: Token = Token(usize::MAX);
 /// Longest a shutdown waits for Redis to confirm this server's removal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
+/// Published payload bytes Redis may owe replies for before the relay stops
+/// taking forwards from the cores. A few milliseconds of Redis's work: enough
+/// for full throughput over a loopback or in-VPC round trip, small enough
+/// that a heartbeat or a lookup queued behind it is never late. Past it the
+/// cores' forward queue fills and senders are told `remote_unavailable` at
+/// once, instead of Redis falling seconds behind until its replies time out.
+const MAX_UNANSWERED_BYTES: usize = 4 << 20;
+
 /// Heartbeats over which one round of route TTL refreshes is spread.
 const TTL_REFRESH_EVERY: u64 = 10;
 
@@ -150,6 +158,8 @@ pub struct Relay {
     retries: Vec<(Instant, Box<InFlight>)>,
     /// Payload bytes in `retries`.
     retry_bytes: usize,
+    /// Payload bytes of publishes sent and not answered yet.
+    unanswered_bytes: usize,
     retry: RetryPolicy,
     /// This loop turn's outcomes for the senders, per core.
     outcomes: Vec<Vec<(ReplyTo, bool)>>,
@@ -231,6 +241,7 @@ impl Relay {
             batcher,
             retries: Vec::new(),
             retry_bytes: 0,
+            unanswered_bytes: 0,
             retry: RetryPolicy::default(),
             outcomes: (0..cores).map(|_| Vec::new()).collect(),
             down: HashSet::new(),
@@ -326,7 +337,9 @@ impl Relay {
         }
         // One clock read for the route cache per drain, not per message.
         let now = Instant::now();
-        while let Ok(forward) = self.inbox.forwards.try_recv() {
+        while self.unanswered_bytes < MAX_UNANSWERED_BYTES
+            && let Ok(forward) = self.inbox.forwards.try_recv()
+        {
             self.on_forward(forward, now);
         }
     }
@@ -469,6 +482,7 @@ impl Relay {
     }
 
     fn send_batch(&mut self, flight: Box<InFlight>) {
+        self.unanswered_bytes += flight.ready.payload.len();
         let publish = cmd(self.publish)
             .arg(&flight.ready.channel[..])
             .arg(&flight.ready.payload[..]);
@@ -656,6 +670,7 @@ impl Relay {
     }
 
     fn on_batch_reply(&mut self, flight: Box<InFlight>, result: Result<Value, redis_lite::Error>) {
+        self.unanswered_bytes -= flight.ready.payload.len();
         match result {
             // Nobody listens on a server's channel: it is gone, or
             // resubscribing after a failover. Stop routing its users there
