@@ -384,17 +384,7 @@ impl Session {
             }
             _ => None,
         };
-        let Some(tracker) = tracker else {
-            shared.counters.unexpected += 1;
-            return;
-        };
-        shared.counters.received += 1;
-        if tracker.record(stamp.seq) == Arrival::Duplicate {
-            shared.counters.duplicates += 1;
-            return;
-        }
-        shared.counters.unique += 1;
-        record_ns(&mut shared.latency, now_ns.saturating_sub(stamp.sent_ns));
+        count_arrival(tracker, stamp, shared, now_ns);
     }
 
     fn on_message(
@@ -428,17 +418,9 @@ impl Session {
                 .get_mut((stamp.stream / shared.topics) as usize),
             _ => None,
         };
-        let Some(tracker) = tracker else {
-            shared.counters.unexpected += 1;
-            return;
-        };
-        shared.counters.received += 1;
-        if tracker.record(stamp.seq) == Arrival::Duplicate {
-            shared.counters.duplicates += 1;
+        if !count_arrival(tracker, stamp, shared, now_ns) {
             return;
         }
-        shared.counters.unique += 1;
-        record_ns(&mut shared.latency, now_ns.saturating_sub(stamp.sent_ns));
         if let Role::Echo { stream } = self.role {
             self.outstanding = self.outstanding.saturating_sub(1);
             self.echo_next(stream, shared, now_ns, out);
@@ -588,6 +570,29 @@ impl Session {
     fn send(&mut self, opcode: Opcode, payload: &[u8], shared: &mut Shared, out: &mut Vec<u8>) {
         encode(opcode, payload, shared.mask.next(), out);
     }
+}
+
+/// Counts a stamped message for the sequence `tracker` it belongs to (None:
+/// nothing this session expects) and records its latency; true for a first
+/// arrival.
+fn count_arrival(
+    tracker: Option<&mut SeqTracker>,
+    stamp: Stamp,
+    shared: &mut Shared,
+    now_ns: u64,
+) -> bool {
+    let Some(tracker) = tracker else {
+        shared.counters.unexpected += 1;
+        return false;
+    };
+    shared.counters.received += 1;
+    if tracker.record(stamp.seq) == Arrival::Duplicate {
+        shared.counters.duplicates += 1;
+        return false;
+    }
+    shared.counters.unique += 1;
+    record_ns(&mut shared.latency, now_ns.saturating_sub(stamp.sent_ns));
+    true
 }
 
 #[cfg(test)]

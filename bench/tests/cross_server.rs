@@ -5,6 +5,8 @@
 //! The server binary is the one cargo builds next to this test
 //! (`target/<profile>/ringhub`); `cargo test --workspace` builds it.
 
+mod common;
+
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,6 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use common::{bench, n};
 use ringhub_testkit::RedisServer;
 use serde_json::Value;
 
@@ -98,30 +101,6 @@ impl Drop for Ringhub {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// Runs the bench with `--json`; returns its exit code and the one result.
-fn bench(args: &[&str]) -> (i32, Value) {
-    let output = Command::new(env!("CARGO_BIN_EXE_ringhub-bench"))
-        .args(args)
-        .args(["--json", "--quiet"])
-        .output()
-        .expect("run ringhub-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let results: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "bench output is not JSON ({e}):\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (output.status.code().unwrap_or(-1), results[0].clone())
-}
-
-fn n(v: &Value, path: &str) -> u64 {
-    path.split('.')
-        .fold(v, |v, key| &v[key])
-        .as_u64()
-        .unwrap_or_else(|| panic!("{path} missing in {v}"))
 }
 
 /// Every message sent arrived once, nothing was refused, and the traffic

@@ -3,6 +3,8 @@
 //! against what the server saw and did: exact sends, echoes, drops and
 //! duplicates, fan-out deliveries, and connections split over processes.
 
+mod common;
+
 use std::collections::HashMap;
 use std::io::ErrorKind;
 use std::net::{TcpListener, TcpStream};
@@ -13,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
+use common::{bench, n};
 use serde_json::Value;
 use tungstenite::{Message, WebSocket};
 
@@ -118,30 +121,6 @@ fn serve(stream: TcpStream, faults: Faults, seen: &Seen, topics: &Topics) {
 
 fn send(ws: &mut WebSocket<TcpStream>, message: Message) -> tungstenite::Result<()> {
     ws.send(message)
-}
-
-/// Runs the bench binary with `--json`; returns its exit code and the result.
-fn bench(args: &[&str]) -> (i32, Value) {
-    let output = Command::new(env!("CARGO_BIN_EXE_ringhub-bench"))
-        .args(args)
-        .arg("--json")
-        .output()
-        .expect("run ringhub-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let results: Value = serde_json::from_str(&stdout).unwrap_or_else(|e| {
-        panic!(
-            "bench output is not JSON ({e}):\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    (output.status.code().unwrap_or(-1), results[0].clone())
-}
-
-fn n(v: &Value, path: &str) -> u64 {
-    path.split('.')
-        .fold(v, |v, key| &v[key])
-        .as_u64()
-        .unwrap_or_else(|| panic!("{path} missing in {v}"))
 }
 
 #[test]
