@@ -158,6 +158,13 @@ pub struct Config {
     #[arg(long, env = "RINGHUB_HEARTBEAT_SECS", default_value_t = 5)]
     pub heartbeat_secs: u64,
 
+    /// Seconds a message for another server is retried while Redis fails
+    /// over (a lost connection, CLUSTERDOWN, a server resubscribing) before
+    /// its sender is answered `remote_unavailable`. Cover your Redis
+    /// failover time (cluster-node-timeout plus a second or two); 0: no retry.
+    #[arg(long, env = "RINGHUB_REMOTE_RETRY_SECS", default_value_t = 5)]
+    pub remote_retry_secs: u64,
+
     /// Log filter (`info`, `ringhub=debug`, ...).
     #[arg(long, env = "RINGHUB_LOG", default_value = "info")]
     pub log: String,

@@ -64,6 +64,9 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
             redis,
             server_id: server_id.clone(),
             heartbeat: Duration::from_secs(config.heartbeat_secs),
+            retry: ringhub::retry::RetryPolicy::within(Duration::from_secs(
+                config.remote_retry_secs,
+            )),
             poll,
             inbox,
         };

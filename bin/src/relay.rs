@@ -76,6 +76,8 @@ pub struct RelaySetup {
     pub redis: redis_lite::Config,
     pub server_id: String,
     pub heartbeat: Duration,
+    /// How long failed publishes are tried again (`RINGHUB_REMOTE_RETRY_SECS`).
+    pub retry: RetryPolicy,
     pub poll: Poll,
     pub inbox: RelayInbox,
 }
@@ -242,7 +244,7 @@ impl Relay {
             retries: Vec::new(),
             retry_bytes: 0,
             unanswered_bytes: 0,
-            retry: RetryPolicy::default(),
+            retry: setup.retry,
             outcomes: (0..cores).map(|_| Vec::new()).collect(),
             down: HashSet::new(),
             registered: false,

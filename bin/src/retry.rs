@@ -54,6 +54,23 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// The default policy with a retry window of `window` (zero: publishes
+    /// are not retried). Tries scale with the window, so the backoff's
+    /// ceiling, not the count, is what spaces them.
+    pub fn within(window: Duration) -> RetryPolicy {
+        let default = RetryPolicy::default();
+        let spaced = window.as_millis() / default.max_delay.as_millis().max(1);
+        RetryPolicy {
+            window,
+            max_retries: if window.is_zero() {
+                0
+            } else {
+                (spaced as u32).saturating_add(8).max(default.max_retries)
+            },
+            ..default
+        }
+    }
+
     /// When retry number `retries + 1` of a publish first sent at `first`
     /// should go, or `None` if the budget is spent.
     pub fn next(&self, retries: u32, first: Instant, now: Instant) -> Option<Instant> {
@@ -124,6 +141,29 @@ mod tests {
         let first = Instant::now();
         assert!(policy.next(policy.max_retries - 1, first, first).is_some());
         assert!(policy.next(policy.max_retries, first, first).is_none());
+    }
+
+    #[test]
+    fn a_configured_window_is_used_whole_and_zero_means_no_retry() {
+        let first = Instant::now();
+        let last_try = |policy: &RetryPolicy| {
+            let (mut now, mut retries) = (first, 0);
+            while let Some(at) = policy.next(retries, first, now) {
+                now = at;
+                retries += 1;
+            }
+            now - first
+        };
+        let long = RetryPolicy::within(Duration::from_secs(20));
+        assert!(
+            last_try(&long) > Duration::from_secs(19),
+            "tries reach the end of a 20 s window, not just 16 of them"
+        );
+        assert_eq!(last_try(&RetryPolicy::within(Duration::from_secs(5))), {
+            last_try(&RetryPolicy::default())
+        });
+        let none = RetryPolicy::within(Duration::ZERO);
+        assert_eq!(none.next(0, first, first), None);
     }
 
     #[test]
