@@ -166,18 +166,7 @@ pub struct Name<'a> {
 impl Name<'_> {
     fn write(self, buf: &mut Vec<u8>) {
         buf.extend_from_slice(self.prefix.as_bytes());
-        let mut digits = [0u8; 10];
-        let mut n = self.number;
-        let mut at = digits.len();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        buf.extend_from_slice(&digits[at..]);
+        buf.extend_from_slice(itoa::Buffer::new().format(self.number).as_bytes());
     }
 
     pub fn len(self) -> usize {
