@@ -7,15 +7,11 @@
 
 mod common;
 
-use std::io::{BufRead as _, BufReader};
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use common::{bench, n};
-use ringhub_testkit::RedisServer;
+use ringhub_testkit::{RedisServer, RinghubProcess};
 use serde_json::Value;
 
 /// The `ringhub` binary of this build profile.
@@ -33,73 +29,20 @@ fn ringhub_binary() -> PathBuf {
 }
 
 /// A `ringhub` process joined to Redis, killed when dropped.
-struct Ringhub {
-    child: Child,
-    addr: SocketAddr,
-    _dir: tempfile::TempDir,
-}
+struct Ringhub(RinghubProcess);
 
 impl Ringhub {
     fn start(redis_url: &str, id: &str, extra: &[&str]) -> Ringhub {
-        // A fresh working directory: no developer's .env.local is read.
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut command = Command::new(ringhub_binary());
-        command
-            .current_dir(dir.path())
-            .args(["--listen", "127.0.0.1:0", "--threads", "1"])
-            .args(["--redis", redis_url, "--server-id", id])
-            // The bench's senders go well past the default 100 msgs/s.
-            .args(["--message-rate", "100000", "--message-burst", "100000"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (key, _) in std::env::vars() {
-            if key.starts_with("RINGHUB_") {
-                command.env_remove(key);
-            }
-        }
-        let mut child = command.spawn().expect("spawn ringhub");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut log = String::new();
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr: String = rest
-                        .chars()
-                        .take_while(|c| !c.is_whitespace() && *c != '"')
-                        .collect();
-                    let _ = tx.send(Ok(addr));
-                }
-                log.push_str(&line);
-                log.push('\n');
-            }
-            let _ = tx.send(Err(log));
-        });
-        match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(Ok(addr)) => Ringhub {
-                child,
-                addr: addr.parse().expect("listening address"),
-                _dir: dir,
-            },
-            other => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("ringhub {id} did not start: {other:?}");
-            }
-        }
+        let mut args = vec!["--threads", "1", "--redis", redis_url, "--server-id", id];
+        // The bench's senders go well past the default 100 msgs/s.
+        args.extend_from_slice(&["--message-rate", "100000", "--message-burst", "100000"]);
+        args.extend_from_slice(extra);
+        let wait = Duration::from_secs(20);
+        Ringhub(RinghubProcess::start(&ringhub_binary(), &args, &[], wait))
     }
 
     fn url(&self) -> String {
-        format!("ws://{}/ws", self.addr)
-    }
-}
-
-impl Drop for Ringhub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        format!("ws://{}/ws", self.0.addr)
     }
 }
 
@@ -128,7 +71,7 @@ fn direct_and_mixed_deliver_every_message_exactly_once() {
     let a = Ringhub::start(&redis.url(), "bench-a", &[]);
     let b = Ringhub::start(&redis.url(), "bench-b", &[]);
     let targets = format!("{},{}", a.url(), b.url());
-    let pids = format!("{},{}", a.child.id(), b.child.id());
+    let pids = format!("{},{}", a.0.child.id(), b.0.child.id());
     let redis_addr = redis.addr();
     let common = [
         "--target",

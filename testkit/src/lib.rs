@@ -25,11 +25,13 @@ mod cluster;
 mod moto;
 mod ports;
 mod python;
+mod ringhub;
 mod server;
 
 pub use cluster::RedisCluster;
 pub use moto::{CREDENTIALS as MOTO_CREDENTIALS, MotoCloudWatch};
 pub use python::python_with;
+pub use ringhub::RinghubProcess;
 pub use server::{RedisServer, cli, raw_command};
 
 /// Panics with an install hint unless `redis-server` and `redis-cli` run.

@@ -2,12 +2,12 @@
 //! and plain HTTP, every wait bounded.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use ringhub_testkit::RinghubProcess;
 use serde_json::Value;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::{HeaderName, HeaderValue};
@@ -18,10 +18,8 @@ pub const WAIT: Duration = Duration::from_secs(10);
 
 /// A running `ringhub` process, killed when dropped.
 pub struct Ringhub {
-    child: Child,
+    process: RinghubProcess,
     pub addr: SocketAddr,
-    log: Arc<Mutex<String>>,
-    _dir: tempfile::TempDir,
 }
 
 impl Ringhub {
@@ -41,67 +39,25 @@ impl Ringhub {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Ringhub {
-        // A fresh working directory: no developer's .env.local is read.
-        let dir = tempfile::tempdir().expect("temp dir");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ringhub"));
-        command
-            .current_dir(dir.path())
-            .args(["--listen", "127.0.0.1:0", "--threads", "2"])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (key, _) in std::env::vars() {
-            if key.starts_with("RINGHUB_") {
-                command.env_remove(key);
-            }
-        }
-        command.env("RINGHUB_LOG", "info");
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("spawn ringhub");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on ").nth(1) {
-                    let addr: String = rest
-                        .chars()
-                        .take_while(|c| !c.is_whitespace() && *c != '"')
-                        .collect();
-                    let _ = tx.send(addr);
-                }
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let addr = match rx.recv_timeout(WAIT) {
-            Ok(addr) => addr.parse().expect("listening address"),
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("ringhub did not start:\n{}", log.lock().unwrap());
-            }
-        };
+        let mut all_args = vec!["--threads", "2"];
+        all_args.extend_from_slice(args);
+        let mut all_env = vec![("RINGHUB_LOG", "info")];
+        all_env.extend_from_slice(env);
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_ringhub"));
+        let process = RinghubProcess::start(binary, &all_args, &all_env, WAIT);
         Ringhub {
-            child,
-            addr,
-            log,
-            _dir: dir,
+            addr: process.addr,
+            process,
         }
     }
 
     /// Everything the server logged so far.
     pub fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
+        self.process.log()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.child.id()
     }
 
     /// Sends SIGTERM.
@@ -117,7 +73,7 @@ impl Ringhub {
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + WAIT;
         loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Some(status) = self.process.child.try_wait().expect("try_wait") {
                 return status;
             }
             assert!(
@@ -226,13 +182,6 @@ impl Ringhub {
             .map(|(_, b)| b.to_owned())
             .unwrap_or_default();
         (status, body)
-    }
-}
-
-impl Drop for Ringhub {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
