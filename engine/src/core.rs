@@ -66,6 +66,8 @@ pub(crate) struct Core<H: Handler> {
     shared: Arc<Shared>,
     started: Instant,
     tick_spec: Box<Timespec>,
+    /// The alarm's relative timeout, read by the kernel when it is submitted.
+    alarm_spec: Box<Timespec>,
     wake_buf: Box<u64>,
     timeouts: Timeouts,
     /// Tick by which a shutdown must be finished.
@@ -123,6 +125,7 @@ impl<H: Handler> Core<H> {
                     .sec(tick.as_secs())
                     .nsec(tick.subsec_nanos()),
             ),
+            alarm_spec: Box::new(Timespec::new()),
             wake_buf: Box::new(0),
             timeouts,
             shutdown_deadline: None,
@@ -234,6 +237,8 @@ impl<H: Handler> Core<H> {
             self.arm_lane_poll(lane);
         }
         loop {
+            self.deliver_closes();
+            self.end_turn();
             self.io.flush();
             self.deliver_closes();
             self.io.flush();
@@ -246,6 +251,31 @@ impl<H: Handler> Core<H> {
                 return Ok(());
             }
         }
+    }
+
+    /// Lets the handler flush what it batched over the turn, and arms an
+    /// alarm for the earliest wake it asked for, unless one armed earlier
+    /// already covers it.
+    fn end_turn(&mut self) {
+        {
+            let mut ctx = Ctx { io: &mut self.io };
+            self.handler.on_turn_end(&mut ctx);
+        }
+        let Some(at) = self.io.wake_request.take() else {
+            return;
+        };
+        if self.io.alarm.is_some_and(|armed| armed <= at) {
+            return;
+        }
+        let wait = at.saturating_duration_since(Instant::now());
+        *self.alarm_spec = Timespec::new()
+            .sec(wait.as_secs())
+            .nsec(wait.subsec_nanos().max(1000));
+        let sqe = opcode::Timeout::new(&raw const *self.alarm_spec)
+            .build()
+            .user_data(Token::ring(RingOp::Alarm));
+        self.io.push(0, sqe);
+        self.io.alarm = Some(at);
     }
 
     /// Publishes recycled buffers and pushes this turn's submissions to
@@ -322,6 +352,10 @@ impl<H: Handler> Core<H> {
                 self.on_mail();
             }
             Token::Ring(RingOp::Mail) => self.on_mail(),
+            // The turn this completion ends calls `on_turn_end`; an alarm
+            // still in flight for a later deadline only costs a spare turn.
+            Token::Ring(RingOp::Alarm) => self.io.alarm = None,
+            Token::Watch(key) => self.on_watch(key, res, flags),
             Token::LaneReady(ready) => {
                 let ready = usize::from(ready);
                 if ready < self.lanes.len() {
@@ -478,6 +512,22 @@ impl<H: Handler> Core<H> {
             }
             TimerAction::CloseExpired => self.io.teardown(index),
         }
+    }
+
+    /// A watched descriptor is readable (or its poll ended).
+    fn on_watch(&mut self, key: u16, res: i32, flags: u32) {
+        let Some(&(_, fd)) = self.io.watches.iter().find(|&&(k, _)| k == key) else {
+            return; // Unwatched: the cancel's or a late completion.
+        };
+        if res < 0 {
+            // The descriptor failed or was closed: the handler hears once
+            // more (its read reports why), then the watch is gone.
+            self.io.watches.retain(|&(k, _)| k != key);
+        } else if !cqueue::more(flags) {
+            self.io.arm_watch(key, fd);
+        }
+        let mut ctx = Ctx { io: &mut self.io };
+        self.handler.on_readable(&mut ctx, key);
     }
 
     /// Mail is waiting (eventfd read or another core's MSG_RING).

@@ -203,6 +203,21 @@ pub trait Handler: Sized + 'static {
     fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>) {
         let _ = ctx;
     }
+
+    /// The descriptor watched as `key` (see [`Ctx::watch_readable`]) is
+    /// readable. Read it until it would block: the watch reports new data,
+    /// not data left unread.
+    fn on_readable(&mut self, ctx: &mut Ctx<'_, Self>, key: u16) {
+        let _ = (ctx, key);
+    }
+
+    /// Every completion of this loop turn has been handled and the core is
+    /// about to submit its sends and wait. Work batched over a turn (e.g. a
+    /// pipeline of commands for a database) goes out here, in the same
+    /// syscall as the turn's sends. Called on every turn: keep it cheap.
+    fn on_turn_end(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let _ = ctx;
+    }
 }
 
 /// What a handler can do, borrowed from its core for one callback.
@@ -350,5 +365,40 @@ impl<H: Handler> Ctx<'_, H> {
     /// mailbox is an error the caller decides about.
     pub fn post(&mut self, core: u16, msg: H::Post) -> Result<(), PostError> {
         self.deliver_mail(core, Mail::App(msg))
+    }
+
+    /// Calls [`Handler::on_readable`] with `key` each time `fd` becomes
+    /// readable, until [`Ctx::unwatch`] or the descriptor fails. For the few
+    /// descriptors an application drives next to its connections (a
+    /// database client's sockets, or the epoll set holding them), so their
+    /// I/O runs on this core instead of waking another thread per message.
+    /// `fd` must stay open while watched; watching a key again replaces it.
+    /// If polling it fails, the handler is called once more and the watch
+    /// ends.
+    pub fn watch_readable(&mut self, fd: std::os::fd::RawFd, key: u16) {
+        self.unwatch(key);
+        self.io.watches.push((key, fd));
+        self.io.arm_watch(key, fd);
+    }
+
+    /// Stops the watch `key` (no effect if there is none).
+    pub fn unwatch(&mut self, key: u16) {
+        if let Some(i) = self.io.watches.iter().position(|&(k, _)| k == key) {
+            self.io.watches.swap_remove(i);
+            let sqe = io_uring::opcode::AsyncCancel::new(crate::token::Token::watch(key))
+                .build()
+                .user_data(crate::token::Token::ring(crate::token::RingOp::Cancel));
+            self.io.push(0, sqe);
+        }
+    }
+
+    /// Makes this core's loop turn (and call [`Handler::on_turn_end`]) by
+    /// `at` even if nothing else happens: the deadline of the handler's own
+    /// timers. The earliest request wins; asking every turn is cheap, as a
+    /// timer is armed only for a deadline earlier than the one armed.
+    pub fn wake_at(&mut self, at: std::time::Instant) {
+        if self.io.wake_request.is_none_or(|r| at < r) {
+            self.io.wake_request = Some(at);
+        }
     }
 }

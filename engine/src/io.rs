@@ -105,6 +105,12 @@ pub struct Io<H: Handler> {
     /// queue; sealed into the queue before anything else touches a queue.
     open: Option<u32>,
     open_buf: BytesMut,
+    /// Descriptors the handler watches, by key (see `Ctx::watch_readable`).
+    pub(crate) watches: Vec<(u16, std::os::fd::RawFd)>,
+    /// The earliest `Ctx::wake_at` asked for this turn.
+    pub(crate) wake_request: Option<std::time::Instant>,
+    /// When the alarm armed last fires (None: none is armed).
+    pub(crate) alarm: Option<std::time::Instant>,
 }
 
 impl<H: Handler> Io<H> {
@@ -137,6 +143,9 @@ impl<H: Handler> Io<H> {
             http: HashMap::new(),
             open: None,
             open_buf: BytesMut::new(),
+            watches: Vec::new(),
+            wake_request: None,
+            alarm: None,
             config,
         }
     }
@@ -176,6 +185,15 @@ impl<H: Handler> Io<H> {
     }
 
     /// Queues a submission for lane `lane`.
+    /// Arms the multishot readiness poll of the handler's watch `key`.
+    pub(crate) fn arm_watch(&mut self, key: u16, fd: std::os::fd::RawFd) {
+        let sqe = opcode::PollAdd::new(io_uring::types::Fd(fd), libc::POLLIN as u32)
+            .multi(true)
+            .build()
+            .user_data(Token::watch(key));
+        self.push(0, sqe);
+    }
+
     pub(crate) fn push(&mut self, lane: u8, sqe: squeue::Entry) {
         self.sqes[usize::from(lane)].push(sqe);
     }

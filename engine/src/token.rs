@@ -43,6 +43,9 @@ pub enum Token {
     /// The accept that writes the peer's address into slot `n` of the
     /// completing lane's [`crate::accept::Acceptor`].
     Accept(u16),
+    /// The readiness poll of the descriptor the handler watches as `key`
+    /// (see [`crate::Ctx::watch_readable`]).
+    Watch(u16),
     /// A value this reactor never submits (ignored, counted as a bug).
     Unknown(u64),
 }
@@ -59,6 +62,8 @@ pub enum RingOp {
     Wake = 3,
     /// A cancel of a ring-level op whose result does not matter.
     Cancel = 4,
+    /// The one-shot timeout armed for [`crate::Ctx::wake_at`].
+    Alarm = 7,
 }
 
 /// Ring-level values from this one up name lane `value - LANE_BASE`'s
@@ -66,6 +71,9 @@ pub enum RingOp {
 const LANE_BASE: u64 = 0x100;
 /// Ring-level values from this one up name accept slot `value - ACCEPT_BASE`.
 const ACCEPT_BASE: u64 = 0x1_0000;
+/// Ring-level values from this one up name the handler's watch `value -
+/// WATCH_BASE`.
+const WATCH_BASE: u64 = 0x2_0000;
 
 impl Token {
     /// Packs a connection operation.
@@ -86,6 +94,11 @@ impl Token {
     /// Packs the accept writing into address slot `slot`.
     pub fn accept(slot: u16) -> u64 {
         (RING << 60) | (ACCEPT_BASE + u64::from(slot))
+    }
+
+    /// Packs the readiness poll of the handler's watch `key`.
+    pub fn watch(key: u16) -> u64 {
+        (RING << 60) | (WATCH_BASE + u64::from(key))
     }
 
     /// Unpacks a `user_data` from a completion.
@@ -109,11 +122,15 @@ impl Token {
                 3 => Token::Ring(RingOp::Wake),
                 4 => Token::Ring(RingOp::Cancel),
                 6 => Token::Ring(RingOp::Mail),
+                7 => Token::Ring(RingOp::Alarm),
                 n if (LANE_BASE..LANE_BASE + 256).contains(&n) => {
                     Token::LaneReady((n - LANE_BASE) as u8)
                 }
                 n if (ACCEPT_BASE..ACCEPT_BASE + 0x1_0000).contains(&n) => {
                     Token::Accept((n - ACCEPT_BASE) as u16)
+                }
+                n if (WATCH_BASE..WATCH_BASE + 0x1_0000).contains(&n) => {
+                    Token::Watch((n - WATCH_BASE) as u16)
                 }
                 _ => Token::Unknown(user_data),
             },
@@ -163,7 +180,13 @@ mod tests {
     #[test]
     fn ring_tokens_sit_above_every_conn_token() {
         let highest_conn = Token::conn(ConnOp::Cancel, u32::MAX, GEN_MASK);
-        for op in [RingOp::Tick, RingOp::Wake, RingOp::Cancel, RingOp::Mail] {
+        for op in [
+            RingOp::Tick,
+            RingOp::Wake,
+            RingOp::Cancel,
+            RingOp::Mail,
+            RingOp::Alarm,
+        ] {
             assert!(Token::ring(op) > highest_conn);
             assert_eq!(Token::decode(Token::ring(op)), Token::Ring(op));
         }
@@ -178,6 +201,10 @@ mod tests {
         for slot in [0u16, 31, u16::MAX] {
             assert!(Token::accept(slot) > highest_conn);
             assert_eq!(Token::decode(Token::accept(slot)), Token::Accept(slot));
+        }
+        for key in [0u16, 7, u16::MAX] {
+            assert!(Token::watch(key) > highest_conn);
+            assert_eq!(Token::decode(Token::watch(key)), Token::Watch(key));
         }
     }
 }
