@@ -108,6 +108,7 @@ pub struct RedisLink {
     wake: Arc<Wake>,
     ready: Arc<AtomicBool>,
     accepting: Arc<AtomicBool>,
+    hosted: Arc<AtomicBool>,
 }
 
 /// The relay's side of the link.
@@ -122,7 +123,13 @@ pub struct RelayInbox {
     /// cluster master, is reachable. Off, forwards fail at once instead of
     /// waiting for a timeout.
     pub accepting: Arc<AtomicBool>,
+    /// The relay runs at the end of every loop turn of core
+    /// [`RELAY_CORE`], so that core's forwards need no wake.
+    pub hosted: Arc<AtomicBool>,
 }
+
+/// The core whose thread hosts the relay.
+pub const RELAY_CORE: u16 = 0;
 
 impl RedisLink {
     /// A link and the relay's end of it.
@@ -132,12 +139,14 @@ impl RedisLink {
         let wake = Arc::new(Wake::new(waker));
         let ready = Arc::new(AtomicBool::new(false));
         let accepting = Arc::new(AtomicBool::new(false));
+        let hosted = Arc::new(AtomicBool::new(false));
         let link = RedisLink {
             control: control_tx,
             forwards: forward_tx,
             wake: wake.clone(),
             ready: ready.clone(),
             accepting: accepting.clone(),
+            hosted: hosted.clone(),
         };
         let inbox = RelayInbox {
             control: control_rx,
@@ -145,6 +154,7 @@ impl RedisLink {
             wake,
             ready,
             accepting,
+            hosted,
         };
         (link, inbox)
     }
@@ -202,8 +212,9 @@ impl Broker {
         }
     }
 
-    /// Hands a message to the other servers that should get it.
-    pub fn forward(&self, forward: impl FnOnce() -> Forward) -> Forwarded {
+    /// Hands a message from core `core` to the other servers that should
+    /// get it.
+    pub fn forward(&self, core: u16, forward: impl FnOnce() -> Forward) -> Forwarded {
         let Broker::Redis(link) = self else {
             return Forwarded::NotNeeded;
         };
@@ -212,7 +223,10 @@ impl Broker {
         }
         match link.forwards.try_send(forward()) {
             Ok(()) => {
-                link.wake.wake();
+                // The hosting core runs the relay at the end of this turn.
+                if core != RELAY_CORE || !link.hosted.load(Ordering::Relaxed) {
+                    link.wake.wake();
+                }
                 Forwarded::Queued
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Forwarded::Unavailable,

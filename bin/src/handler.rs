@@ -14,7 +14,7 @@ use ringhub_engine::{
 };
 use ringhub_proto::{ClientMessage, OutgoingMessage, Recipient};
 use serde_json::value::RawValue;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use crate::auth::{AuthError, Identity, dev_identity};
 use crate::broker::{Audience, Forward, Forwarded, ReplyTo};
@@ -25,6 +25,7 @@ use crate::metrics::Counters;
 use crate::node::Node;
 use crate::presence::CoreSet;
 use crate::ratelimit::TokenBucket;
+use crate::relay::Relay;
 use crate::sources::Source;
 
 /// The only path that upgrades to WebSocket.
@@ -77,6 +78,8 @@ pub enum Post {
     /// The relay finished forwarding messages this core's connections
     /// sent: how each went, gathered over one relay loop turn.
     Outcomes(Vec<(ReplyTo, bool)>),
+    /// Host the relay waiting in [`Node::relay`] (to the relay's core).
+    HostRelay,
 }
 
 /// One message for this core's connections of `target`.
@@ -108,7 +111,14 @@ pub struct CoreHandler {
     epoch: Instant,
     /// Scratch for frames written by this core.
     out: Vec<u8>,
+    /// The relay, on the core that hosts it.
+    relay: Option<Box<Relay>>,
+    /// Scratch for the relay's posts.
+    relay_posts: Vec<(u16, Post)>,
 }
+
+/// The watch key of the relay's epoll set.
+const RELAY_WATCH: u16 = 0;
 
 impl CoreHandler {
     pub fn new(node: Arc<Node>, core: u16) -> CoreHandler {
@@ -124,7 +134,34 @@ impl CoreHandler {
             handshakes,
             epoch: Instant::now(),
             out: Vec::with_capacity(1024),
+            relay: None,
+            relay_posts: Vec::new(),
         }
+    }
+
+    /// Runs what the hosted relay has due and hands its posts on: this
+    /// core's own directly, the others' through their mailboxes.
+    fn step_relay(&mut self, ctx: &mut Ctx<'_, Self>) {
+        let Some(relay) = &mut self.relay else {
+            return;
+        };
+        if !relay.step() {
+            // Only `main` asks the relay to stop, after the cores stopped.
+            warn!("the relay stopped while hosted");
+        }
+        relay.take_posts(&mut self.relay_posts);
+        if let Some(at) = relay.next_wake() {
+            ctx.wake_at(at);
+        }
+        let mut posts = std::mem::take(&mut self.relay_posts);
+        for (core, post) in posts.drain(..) {
+            if core == self.core {
+                self.on_post(ctx, post);
+            } else if ctx.post(core, post).is_err() {
+                self.count(|c| &c.mailbox_full);
+            }
+        }
+        self.relay_posts = posts;
     }
 
     /// Milliseconds since this core started, for its token buckets.
@@ -534,7 +571,7 @@ impl CoreHandler {
                 refused = true;
             }
         }
-        let forwarded = self.node.broker.forward(|| Forward {
+        let forwarded = self.node.broker.forward(self.core, || Forward {
             audience: match message.to {
                 Recipient::User(u) => Audience::User(u.into()),
                 Recipient::Topic(t) => Audience::Topic(t.into()),
@@ -737,6 +774,35 @@ impl Handler for CoreHandler {
                     self.outcome(ctx, reply, ok);
                 }
             }
+            Post::HostRelay => {
+                if let Some(relay) = self.node.relay.take(true) {
+                    ctx.watch_readable(relay.poll_fd(), RELAY_WATCH);
+                    self.relay = Some(relay);
+                    self.step_relay(ctx);
+                }
+            }
+        }
+    }
+
+    fn on_readable(&mut self, _: &mut Ctx<'_, Self>, key: u16) {
+        if key == RELAY_WATCH
+            && let Some(relay) = &mut self.relay
+        {
+            // The turn's end steps it and delivers its posts.
+            relay.on_io();
+        }
+    }
+
+    fn on_turn_end(&mut self, ctx: &mut Ctx<'_, Self>) {
+        self.step_relay(ctx);
+    }
+}
+
+impl Drop for CoreHandler {
+    /// The core stopped: `main` finishes the relay's shutdown.
+    fn drop(&mut self) {
+        if let Some(relay) = self.relay.take() {
+            self.node.relay.put(relay);
         }
     }
 }

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis_lite::BlockingClient;
-use ringhub::broker::{Broker, RedisLink};
+use ringhub::broker::{Broker, RELAY_CORE, RedisLink};
 use ringhub::config::{Config, ConfigError, LogFormat};
-use ringhub::handler::CoreHandler;
+use ringhub::handler::{CoreHandler, Post};
 use ringhub::node::Node;
 use ringhub::presence::MAX_CORES;
 use ringhub::relay::{Relay, RelaySetup, WAKE};
@@ -93,17 +93,16 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     if let Some(addr) = config.metrics_listen {
         ringhub::admin::start(node.clone(), addr)?;
     }
-    let relay = match relay {
-        None => None,
-        Some(setup) => {
-            let relay = Relay::new(node.clone(), poster, setup)?;
-            Some(
-                std::thread::Builder::new()
-                    .name("ringhub-relay".into())
-                    .spawn(move || relay.run())?,
-            )
+    // The relay runs on core 0's thread: one wake less per message each
+    // way than a relay thread of its own.
+    let redis = relay.is_some();
+    if let Some(setup) = relay {
+        let relay = Relay::new(node.clone(), cores as u16, setup)?;
+        node.relay.put(Box::new(relay));
+        if poster.post(RELAY_CORE, Post::HostRelay).is_err() {
+            return Err("core 0 did not take the relay (its mailbox is closed)".into());
         }
-    };
+    }
     info!(
         server_id = %server_id,
         cores,
@@ -116,10 +115,11 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
         pusher.stop();
     }
     // Every connection got its 1001 and left the hub, so the relay has
-    // queued their route removals; now the server's own entries go.
+    // queued their route removals; now the server's own entries go, from
+    // this thread as the cores have stopped.
     node.broker.shutdown();
-    if let Some(relay) = relay {
-        let _ = relay.join();
+    if redis && let Some(relay) = node.relay.take(false) {
+        relay.run(&poster);
     }
     info!(totals = ?node.totals(), "stopped");
     Ok(())

@@ -69,6 +69,8 @@ pub struct Node {
     pub counters: Vec<Arc<Counters>>,
     /// Latency histograms, laid out like `counters`.
     pub latencies: Vec<Arc<Latencies>>,
+    /// The relay while no core hosts it (Redis only).
+    pub relay: crate::relay::RelayHost,
     /// The engine's counters, set once the engine has started.
     pub engine_stats: OnceLock<StatsReader>,
     pub started: Instant,
@@ -108,6 +110,7 @@ impl Node {
             open: AtomicUsize::new(0),
             counters: (0..=cores.max(1)).map(|_| Arc::default()).collect(),
             latencies: (0..=cores.max(1)).map(|_| Arc::default()).collect(),
+            relay: Default::default(),
             engine_stats: OnceLock::new(),
             started: Instant::now(),
         })

@@ -1,9 +1,19 @@
-//! The relay: one thread per process that owns the Redis connections.
+//! The relay: the one owner of a process's Redis connections.
 //!
 //! It drains what the cores queued (route changes, messages for other
 //! servers), turns it into commands that leave as one pipeline per loop
 //! turn (redis-lite writes everything queued for a node in one write),
 //! and posts what arrives from other servers into the cores' mailboxes.
+//!
+//! It runs on core 0's thread ([`crate::handler::CoreHandler`] hosts it):
+//! the readiness of its sockets comes through that core's ring (it watches
+//! the relay's epoll set), [`Relay::step`] runs at the end of every one of
+//! the core's loop turns and [`Relay::next_wake`] sets the core's alarm.
+//! A message from a connection on core 0 to a server costs no thread wake
+//! on the way out and one on the way in, as in a single-threaded server;
+//! other cores reach it through a queue and the epoll set's waker. Before
+//! the cores start and after they stop (the last route removals at
+//! shutdown) [`Relay::run`] drives it on a thread of its own.
 //!
 //! Batching: everything bound for one channel (`server:<id>`,
 //! `topic:<name>`, `broadcast`) in one loop turn leaves as one publish of a
@@ -40,6 +50,7 @@ use mio::{Events, Interest, Poll, Token};
 use redis_lite::{Action, Client, Event, RequestId, SubKind, Value, cmd};
 use ringhub_engine::{Poster, SharedFrame};
 use slab::Slab;
+use std::os::fd::{AsRawFd, RawFd};
 use tracing::{debug, info, warn};
 
 use crate::batcher::{Batcher, Ready};
@@ -67,8 +78,32 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// once, instead of Redis falling seconds behind until its replies time out.
 const MAX_UNANSWERED_BYTES: usize = 4 << 20;
 
+/// Readiness events taken per epoll wait.
+const EVENTS: usize = 256;
+
 /// Heartbeats over which one round of route TTL refreshes is spread.
 const TTL_REFRESH_EVERY: u64 = 10;
+
+/// Where the relay waits while no core hosts it: `main` leaves it here and
+/// posts [`Post::HostRelay`] to core [`crate::broker::RELAY_CORE`], which
+/// takes it; that core's handler leaves it here again when the core stops,
+/// for `main` to carry out the shutdown.
+#[derive(Debug, Default)]
+pub struct RelayHost(std::sync::Mutex<Option<Box<Relay>>>);
+
+impl RelayHost {
+    pub fn put(&self, relay: Box<Relay>) {
+        relay.inbox.hosted.store(false, Ordering::Relaxed);
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(relay);
+    }
+
+    /// The relay, for a core to host (`hosted`) or `main` to drive.
+    pub fn take(&self, hosted: bool) -> Option<Box<Relay>> {
+        let relay = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        relay.inbox.hosted.store(hosted, Ordering::Relaxed);
+        Some(relay)
+    }
+}
 
 /// What the relay needs to start.
 #[derive(Debug)]
@@ -138,12 +173,15 @@ struct Group {
     failed: bool,
 }
 
-/// The relay thread's state.
+/// The relay's state.
 pub struct Relay {
     node: Arc<Node>,
-    poster: Poster<Post>,
+    cores: u16,
+    /// What this step posts to the cores, delivered by the driver.
+    posts: Vec<(u16, Post)>,
     client: Client,
     poll: Poll,
+    events: Events,
     inbox: RelayInbox,
     sockets: Slab<Socket>,
     by_conn: HashMap<redis_lite::ConnId, usize>,
@@ -210,31 +248,38 @@ fn key(prefix: &str, name: &str) -> Vec<u8> {
 }
 
 impl Relay {
-    pub fn new(
-        node: Arc<Node>,
-        poster: Poster<Post>,
-        setup: RelaySetup,
-    ) -> Result<Relay, redis_lite::Error> {
+    /// A relay for `cores` cores; it subscribes to this server's channels
+    /// as soon as it is first driven.
+    pub fn new(node: Arc<Node>, cores: u16, setup: RelaySetup) -> Result<Relay, redis_lite::Error> {
         let cluster = setup.redis.cluster;
         let seed = now_ms() ^ u64::from(std::process::id()).rotate_left(32);
-        let client = Client::new(setup.redis, seed, Instant::now())?;
+        let mut client = Client::new(setup.redis, seed, Instant::now())?;
         let hb = setup.heartbeat;
-        let cores = usize::from(poster.cores());
+        let sub_kind = if cluster {
+            SubKind::Shard
+        } else {
+            SubKind::Channel
+        };
+        let channels = [
+            Bytes::from(key("server:", &setup.server_id)),
+            Bytes::from_static(b"broadcast"),
+            Bytes::from_static(b"routes"),
+        ];
+        client.subscribe(sub_kind, channels, Instant::now());
         let batcher = Batcher::new(&setup.server_id);
+        let cores_n = usize::from(cores);
         Ok(Relay {
             node,
-            poster,
+            cores,
+            posts: Vec::new(),
             client,
             poll: setup.poll,
+            events: Events::with_capacity(EVENTS),
             inbox: setup.inbox,
             sockets: Slab::new(),
             by_conn: HashMap::new(),
             server_id: setup.server_id.into(),
-            sub_kind: if cluster {
-                SubKind::Shard
-            } else {
-                SubKind::Channel
-            },
+            sub_kind,
             publish: if cluster { "SPUBLISH" } else { "PUBLISH" },
             cache: RouteCache::new(hb * 6),
             lookups: HashMap::new(),
@@ -245,7 +290,7 @@ impl Relay {
             retry_bytes: 0,
             unanswered_bytes: 0,
             retry: setup.retry,
-            outcomes: (0..cores).map(|_| Vec::new()).collect(),
+            outcomes: (0..cores_n).map(|_| Vec::new()).collect(),
             down: HashSet::new(),
             registered: false,
             registrations: 0,
@@ -261,47 +306,71 @@ impl Relay {
         })
     }
 
-    /// Runs until a shutdown has been carried out.
-    pub fn run(mut self) {
-        let channels = [
-            Bytes::from(key("server:", &self.server_id)),
-            Bytes::from_static(b"broadcast"),
-            Bytes::from_static(b"routes"),
-        ];
-        self.client
-            .subscribe(self.sub_kind, channels, Instant::now());
-        let mut events = Events::with_capacity(256);
-        loop {
-            self.inbox.wake.clear();
-            self.drain_inbox();
-            self.timers();
+    /// The epoll set holding the relay's sockets and its waker: readable
+    /// when [`Relay::on_io`] has work.
+    pub fn poll_fd(&self) -> RawFd {
+        self.poll.as_raw_fd()
+    }
+
+    /// Does everything due without blocking: what the cores queued, timers,
+    /// and the pipelines and events that follow. False once a shutdown has
+    /// been carried out (Redis confirmed or the grace passed).
+    pub fn step(&mut self) -> bool {
+        let now = Instant::now();
+        if self.client.poll_timeout().is_some_and(|t| t <= now) {
+            self.client.handle_timeout(now);
+        }
+        self.inbox.wake.clear();
+        self.drain_inbox();
+        self.timers();
+        self.carry_out();
+        if let Some(deadline) = self.stopping
+            && (self.pending.is_empty() || Instant::now() >= deadline)
+        {
+            self.client.shutdown(Instant::now());
             self.carry_out();
-            if let Some(deadline) = self.stopping
-                && (self.pending.is_empty() || Instant::now() >= deadline)
-            {
-                self.client.shutdown(Instant::now());
-                self.carry_out();
-                info!("left Redis");
-                return;
-            }
-            let now = Instant::now();
-            let wake_at = [
-                Some(self.next_beat),
-                self.client.poll_timeout(),
-                self.stopping,
-                self.retries.iter().map(|(at, _)| *at).min(),
-            ]
-            .into_iter()
-            .flatten()
-            .min();
-            let timeout = wake_at.map(|t| t.saturating_duration_since(now));
-            if let Err(e) = self.poll.poll(&mut events, timeout)
+            info!("left Redis");
+            return false;
+        }
+        true
+    }
+
+    /// When [`Relay::step`] must run next if no socket becomes ready.
+    pub fn next_wake(&self) -> Option<Instant> {
+        [
+            Some(self.next_beat),
+            self.client.poll_timeout(),
+            self.stopping,
+            self.retries.iter().map(|(at, _)| *at).min(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// Handles the sockets that are ready, without blocking.
+    pub fn on_io(&mut self) {
+        self.wait_io(Some(Duration::ZERO));
+    }
+
+    /// What this step posted to the cores, for the driver to deliver.
+    pub fn take_posts(&mut self, into: &mut Vec<(u16, Post)>) {
+        into.append(&mut self.posts);
+    }
+
+    /// Waits up to `timeout` (None: until something happens) for the
+    /// sockets, then handles what is ready.
+    fn wait_io(&mut self, timeout: Option<Duration>) {
+        let mut timeout = timeout;
+        loop {
+            if let Err(e) = self.poll.poll(&mut self.events, timeout)
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 warn!("relay poll failed: {e}");
                 std::thread::sleep(Duration::from_millis(10));
             }
-            let ready: Vec<(usize, Readable, bool)> = events
+            let ready: Vec<(usize, Readable, bool)> = self
+                .events
                 .iter()
                 .filter(|e| e.token() != WAKE)
                 .map(|e| {
@@ -315,13 +384,39 @@ impl Relay {
                     (e.token().0, readable, e.is_writable())
                 })
                 .collect();
+            let full = self.events.iter().count() == EVENTS;
             for (key, readable, writable) in ready {
                 self.on_ready(key, readable, writable);
             }
-            let now = Instant::now();
-            if self.client.poll_timeout().is_some_and(|t| t <= now) {
-                self.client.handle_timeout(now);
+            // A full batch may leave events queued, which would raise no
+            // new readiness on the epoll set: take them now.
+            if !full {
+                return;
             }
+            timeout = Some(Duration::ZERO);
+        }
+    }
+
+    /// Drives the relay on the calling thread until a shutdown has been
+    /// carried out, posting through `poster`: the cores are not hosting it
+    /// (before they start, or after they stopped).
+    pub fn run(mut self, poster: &Poster<Post>) {
+        let mut posts = Vec::new();
+        loop {
+            let go_on = self.step();
+            self.take_posts(&mut posts);
+            for (core, post) in posts.drain(..) {
+                if poster.post(core, post).is_err() {
+                    Counters::add(&self.node.relay_counters().mailbox_full, 1);
+                }
+            }
+            if !go_on {
+                return;
+            }
+            let timeout = self
+                .next_wake()
+                .map(|t| t.saturating_duration_since(Instant::now()));
+            self.wait_io(timeout);
         }
     }
 
@@ -551,9 +646,7 @@ impl Relay {
                 continue;
             }
             let post = Post::Outcomes(std::mem::take(outcomes));
-            if self.poster.post(core as u16, post).is_err() {
-                Counters::add(&self.node.relay_counters().mailbox_full, 1);
-            }
+            self.posts.push((core as u16, post));
         }
     }
 
@@ -749,7 +842,7 @@ impl Relay {
             return;
         }
         let presence = &self.node.presence;
-        let cores = self.poster.cores();
+        let cores = self.cores;
         let now = now_ms();
         let remote = &self.node.relay_latencies().remote;
         // One post per core per batch, holding every record for it.
@@ -798,13 +891,8 @@ impl Relay {
             if deliveries.is_empty() {
                 continue;
             }
-            if self
-                .poster
-                .post(core as u16, Post::DeliverMany(deliveries))
-                .is_err()
-            {
-                Counters::add(&self.node.relay_counters().mailbox_full, 1);
-            }
+            self.posts
+                .push((core as u16, Post::DeliverMany(deliveries)));
         }
     }
 
