@@ -43,6 +43,9 @@ pub mod flag {
     /// Half-closed after the last byte went out: reading (and dropping)
     /// until the peer's FIN, so the close never turns into a reset.
     pub const LINGER: u16 = 1 << 8;
+    /// The application paused reading (backpressure): no receive is armed
+    /// until it resumes.
+    pub const PAUSED: u16 = 1 << 9;
 }
 
 /// The memory behind one in-flight `sendmsg`: the header and its iovecs

@@ -111,6 +111,7 @@ impl<H: Handler> Core<H> {
         let tick = config.tick;
         let timeouts = Timeouts::from_config(&config);
         let mut io = Io::new(core_id, config, outboxes, stats);
+        io.bgids = lanes.iter().map(Lane::bgid).collect();
         io.sqes = (0..lane_count).map(|_| Vec::with_capacity(256)).collect();
         Ok(Core {
             lanes,
@@ -483,6 +484,11 @@ impl<H: Handler> Core<H> {
         if c.generation != generation || c.armed_at > now {
             // Stale, or a later entry for this connection exists.
             return;
+        }
+        if c.has(flag::PAUSED) {
+            // Silent because we stopped reading it, not idle.
+            c.last_rx = now;
+            c.clear(flag::PING_OUT);
         }
         let view = TimerView {
             phase: c.phase,

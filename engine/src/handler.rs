@@ -367,6 +367,21 @@ impl<H: Handler> Ctx<'_, H> {
         self.deliver_mail(core, Mail::App(msg))
     }
 
+    /// Stops reading from `conn` (on this core) until
+    /// [`Ctx::resume_reading`]: its socket buffer fills and TCP slows the
+    /// peer down. Backpressure for a sender whose messages cannot be taken
+    /// on now; what was already received is still delivered. A paused
+    /// connection is not timed out as idle; closing it resumes reading,
+    /// for the close handshake.
+    pub fn pause_reading(&mut self, conn: ConnId) {
+        self.io.pause_reading(conn);
+    }
+
+    /// Reads from `conn` again after [`Ctx::pause_reading`].
+    pub fn resume_reading(&mut self, conn: ConnId) {
+        self.io.resume_reading(conn);
+    }
+
     /// Calls [`Handler::on_readable`] with `key` each time `fd` becomes
     /// readable, until [`Ctx::unwatch`] or the descriptor fails. For the few
     /// descriptors an application drives next to its connections (a

@@ -105,6 +105,9 @@ pub struct Io<H: Handler> {
     /// queue; sealed into the queue before anything else touches a queue.
     open: Option<u32>,
     open_buf: BytesMut,
+    /// Each lane's buffer group, for re-arming a receive outside a
+    /// completion.
+    pub(crate) bgids: Vec<u16>,
     /// Descriptors the handler watches, by key (see `Ctx::watch_readable`).
     pub(crate) watches: Vec<(u16, std::os::fd::RawFd)>,
     /// The earliest `Ctx::wake_at` asked for this turn.
@@ -143,6 +146,7 @@ impl<H: Handler> Io<H> {
             http: HashMap::new(),
             open: None,
             open_buf: BytesMut::new(),
+            bgids: Vec::new(),
             watches: Vec::new(),
             wake_request: None,
             alarm: None,
@@ -237,7 +241,7 @@ impl<H: Handler> Io<H> {
         let Some(c) = self.conns.get_mut(index as usize) else {
             return;
         };
-        if c.has(flag::RECV_ARMED) || c.phase == Phase::Gone {
+        if c.has(flag::RECV_ARMED) || c.has(flag::PAUSED) || c.phase == Phase::Gone {
             return;
         }
         c.set(flag::RECV_ARMED);
@@ -247,6 +251,41 @@ impl<H: Handler> Io<H> {
             .user_data(token);
         let lane = c.lane;
         self.push(lane, sqe);
+    }
+
+    /// Stops receiving for `id` (cancels its multishot receive) until
+    /// [`Io::resume_reading`]; only an open connection is paused.
+    pub(crate) fn pause_reading(&mut self, id: ConnId) {
+        let recv = self.token(ConnOp::Recv, id.index);
+        let cancel = self.token(ConnOp::Cancel, id.index);
+        let Some(c) = self.conn_mut(id) else {
+            return;
+        };
+        if c.phase != Phase::Open || c.has(flag::PAUSED) {
+            return;
+        }
+        c.set(flag::PAUSED);
+        if c.has(flag::RECV_ARMED) {
+            // The receive completes with ECANCELED and is not re-armed.
+            c.inflight += 1;
+            let lane = c.lane;
+            let sqe = opcode::AsyncCancel::new(recv).build().user_data(cancel);
+            self.push(lane, sqe);
+        }
+    }
+
+    /// Receives for `id` again after [`Io::pause_reading`].
+    pub(crate) fn resume_reading(&mut self, id: ConnId) {
+        let Some(c) = self.conn_mut(id) else {
+            return;
+        };
+        if !c.has(flag::PAUSED) {
+            return;
+        }
+        c.clear(flag::PAUSED);
+        let lane = usize::from(c.lane);
+        let bgid = self.bgids.get(lane).copied().unwrap_or(0);
+        self.arm_recv(id.index, bgid);
     }
 
     pub(crate) fn mark_dirty(&mut self, index: u32) {
@@ -467,6 +506,8 @@ impl<H: Handler> Io<H> {
         self.closed.push((id, why));
         self.enqueue_unbounded(id.index, frame);
         self.arm_timer(id.index, now + close_timeout);
+        // The close handshake needs the peer's answer read.
+        self.resume_reading(id);
     }
 
     /// Cancels the connection's operations and closes its descriptor; the

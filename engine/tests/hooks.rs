@@ -62,6 +62,10 @@ impl Handler for Hooks {
             "calls" => {
                 let _ = ctx.send_text(conn, &self.readable_calls.to_string());
             }
+            "pause" => {
+                let _ = ctx.send_text(conn, "paused");
+                ctx.pause_reading(conn);
+            }
             _ => {}
         }
     }
@@ -82,7 +86,9 @@ impl Handler for Hooks {
                 Err(e) => panic!("reading the pipe: {e}"),
             }
         }
-        if !got.is_empty() {
+        if got == b"resume" {
+            ctx.resume_reading(conn);
+        } else if !got.is_empty() {
             let _ = ctx.send_text(conn, &String::from_utf8_lossy(&got));
         }
     }
@@ -167,5 +173,70 @@ fn wake_at_turns_an_otherwise_idle_loop_at_the_deadline() {
             "woken by the alarm, not the 2 s tick (waited {waited:?})"
         );
     }
+    stop(server);
+}
+
+#[test]
+fn a_paused_connection_is_not_read_until_resumed_and_loses_nothing() {
+    let (mut writer, reader) = UnixStream::pair().unwrap();
+    reader.set_nonblocking(true).unwrap();
+    let server = start_hooks(Some(Arc::new(reader)), |_| {});
+    let mut ws = client(server.local_addr());
+    send(&mut ws, "pause");
+    assert_eq!(recv_text(&mut ws), "paused");
+    for _ in 0..3 {
+        send(&mut ws, "calls");
+    }
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    match ws.read() {
+        Err(tungstenite::Error::Io(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) => {}
+        other => panic!("a paused connection answered: {other:?}"),
+    }
+    ws.get_mut().set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    // The resume arrives through the watched socketpair (the paused
+    // connection itself is not read).
+    writer.write_all(b"resume").unwrap();
+    for _ in 0..3 {
+        assert_eq!(
+            recv_text(&mut ws),
+            "1",
+            "every message sent while paused is read"
+        );
+    }
+    stop(server);
+}
+
+#[test]
+fn a_paused_connection_pushes_back_on_its_peer_through_tcp() {
+    let server = start_hooks(None, |_| {});
+    let mut raw = raw_upgraded(server.local_addr());
+    raw.write_all(&masked_frame(0x81, b"pause")).unwrap();
+    let mut head = [0u8; 8];
+    raw.read_exact(&mut head).unwrap();
+    assert_eq!(&head[2..], b"paused");
+    raw.set_nonblocking(true).unwrap();
+    let frame = masked_frame(0x82, &[7u8; 60_000]);
+    let mut written = 0usize;
+    // Bounded: the socket buffers of a loopback pair hold a few MiB.
+    let blocked = loop {
+        if written > 256 << 20 {
+            break false;
+        }
+        match raw.write(&frame) {
+            Ok(n) => written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break true,
+            Err(e) => panic!("write failed: {e}"),
+        }
+    };
+    assert!(
+        blocked,
+        "{written} bytes went in without the server reading"
+    );
     stop(server);
 }
