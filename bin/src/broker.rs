@@ -6,7 +6,7 @@
 //! ([`crate::relay`]), which owns the Redis connections.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, SyncSender, TrySendError};
 
 use bytes::Bytes;
@@ -15,6 +15,14 @@ use ringhub_engine::ConnId;
 /// Messages the cores may have queued for the relay before they are told
 /// `remote_unavailable`.
 pub const FORWARD_QUEUE: usize = 65_536;
+
+/// Queued forwards past which a connection that forwards one more is
+/// paused (its socket no longer read, so TCP slows the client down): Redis
+/// is behind, and slowing senders loses nothing where failing them would.
+pub const PAUSE_SENDERS_AT: usize = 8_192;
+
+/// Queued forwards below which paused senders are read again.
+pub const RESUME_SENDERS_AT: usize = 1_024;
 
 /// The broker between this server and the others.
 #[derive(Debug)]
@@ -109,6 +117,7 @@ pub struct RedisLink {
     ready: Arc<AtomicBool>,
     accepting: Arc<AtomicBool>,
     hosted: Arc<AtomicBool>,
+    queued: Arc<AtomicUsize>,
 }
 
 /// The relay's side of the link.
@@ -126,6 +135,8 @@ pub struct RelayInbox {
     /// The relay runs at the end of every loop turn of core
     /// [`RELAY_CORE`], so that core's forwards need no wake.
     pub hosted: Arc<AtomicBool>,
+    /// Forwards queued and not yet taken by the relay.
+    pub queued: Arc<AtomicUsize>,
 }
 
 /// The core whose thread hosts the relay.
@@ -140,6 +151,7 @@ impl RedisLink {
         let ready = Arc::new(AtomicBool::new(false));
         let accepting = Arc::new(AtomicBool::new(false));
         let hosted = Arc::new(AtomicBool::new(false));
+        let queued = Arc::new(AtomicUsize::new(0));
         let link = RedisLink {
             control: control_tx,
             forwards: forward_tx,
@@ -147,6 +159,7 @@ impl RedisLink {
             ready: ready.clone(),
             accepting: accepting.clone(),
             hosted: hosted.clone(),
+            queued: queued.clone(),
         };
         let inbox = RelayInbox {
             control: control_rx,
@@ -155,6 +168,7 @@ impl RedisLink {
             ready,
             accepting,
             hosted,
+            queued,
         };
         (link, inbox)
     }
@@ -223,6 +237,7 @@ impl Broker {
         }
         match link.forwards.try_send(forward()) {
             Ok(()) => {
+                link.queued.fetch_add(1, Ordering::Relaxed);
                 // The hosting core runs the relay at the end of this turn.
                 if core != RELAY_CORE || !link.hosted.load(Ordering::Relaxed) {
                     link.wake.wake();
@@ -230,6 +245,22 @@ impl Broker {
                 Forwarded::Queued
             }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => Forwarded::Unavailable,
+        }
+    }
+
+    /// Redis is behind: the sender of a forward should be paused.
+    pub fn congested(&self) -> bool {
+        match self {
+            Broker::Embedded => false,
+            Broker::Redis(link) => link.queued.load(Ordering::Relaxed) > PAUSE_SENDERS_AT,
+        }
+    }
+
+    /// Redis caught up: paused senders may be read again.
+    pub fn relieved(&self) -> bool {
+        match self {
+            Broker::Embedded => true,
+            Broker::Redis(link) => link.queued.load(Ordering::Relaxed) < RESUME_SENDERS_AT,
         }
     }
 

@@ -46,6 +46,8 @@ pub struct ConnState {
     may_broadcast: bool,
     /// Welcomed and in the hub.
     joined: bool,
+    /// Not read until the relay catches up (in `CoreHandler::paused`).
+    paused: bool,
     /// Where it came from, for the per-source limit (`Source::NONE` when
     /// not counted).
     source: Source,
@@ -115,7 +117,12 @@ pub struct CoreHandler {
     relay: Option<Box<Relay>>,
     /// Scratch for the relay's posts.
     relay_posts: Vec<(u16, Post)>,
+    /// Connections not read until Redis catches up.
+    paused: Vec<ConnId>,
 }
+
+/// How often a core with paused senders checks whether Redis caught up.
+const RELIEF_CHECK: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// The watch key of the relay's epoll set.
 const RELAY_WATCH: u16 = 0;
@@ -136,6 +143,37 @@ impl CoreHandler {
             out: Vec::with_capacity(1024),
             relay: None,
             relay_posts: Vec::new(),
+            paused: Vec::new(),
+        }
+    }
+
+    /// Stops reading `conn` until the relay's queue drains: its client is
+    /// slowed by TCP rather than told `remote_unavailable`.
+    fn pause(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId) {
+        let Some(state) = ctx.state(conn) else {
+            return;
+        };
+        if state.paused {
+            return;
+        }
+        state.paused = true;
+        ctx.pause_reading(conn);
+        self.paused.push(conn);
+        self.count(|c| &c.senders_paused);
+    }
+
+    /// Reads the paused connections again once the relay caught up, or
+    /// looks again shortly.
+    fn resume_senders(&mut self, ctx: &mut Ctx<'_, Self>) {
+        if !self.node.broker.relieved() {
+            ctx.wake_at(Instant::now() + RELIEF_CHECK);
+            return;
+        }
+        for conn in self.paused.drain(..) {
+            if let Some(state) = ctx.state(conn) {
+                state.paused = false;
+                ctx.resume_reading(conn);
+            }
         }
     }
 
@@ -586,6 +624,12 @@ impl CoreHandler {
         if forwarded == Forwarded::Unavailable {
             self.count(|c| &c.remote_failures);
         }
+        if forwarded == Forwarded::Queued
+            && let Some(sender) = sender
+            && self.node.broker.congested()
+        {
+            self.pause(ctx, sender);
+        }
         let micros = started.elapsed().as_micros();
         self.latencies.local.record(micros as u64);
         if let Some(sender) = sender {
@@ -795,6 +839,9 @@ impl Handler for CoreHandler {
 
     fn on_turn_end(&mut self, ctx: &mut Ctx<'_, Self>) {
         self.step_relay(ctx);
+        if !self.paused.is_empty() {
+            self.resume_senders(ctx);
+        }
     }
 }
 

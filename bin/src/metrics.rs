@@ -64,6 +64,8 @@ counters! {
     remote_retries,
     /// Deliveries to another core refused because its mailbox was full.
     mailbox_full,
+    /// Connections paused (not read) because Redis was behind.
+    senders_paused,
     /// `latency` reports received.
     latency_reports,
     /// Sum of reported latencies, in microseconds.

@@ -127,6 +127,13 @@ pub fn render(out: &mut String, s: &Snapshot) {
         );
     }
     w.single(
+        "ringhub_senders_paused_total",
+        "counter",
+        "Times a connection was paused (its socket not read, so TCP slows its client) because \
+         Redis was behind on this server's messages.",
+        t.senders_paused,
+    );
+    w.single(
         "ringhub_message_bytes_received_total",
         "counter",
         "Bytes of client messages received (after decompression).",

@@ -437,6 +437,7 @@ impl Relay {
         while self.unanswered_bytes < MAX_UNANSWERED_BYTES
             && let Ok(forward) = self.inbox.forwards.try_recv()
         {
+            self.inbox.queued.fetch_sub(1, Ordering::Relaxed);
             self.on_forward(forward, now);
         }
     }

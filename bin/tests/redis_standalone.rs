@@ -293,3 +293,90 @@ fn a_server_pruned_while_alive_registers_its_routes_again() {
         a.log()
     );
 }
+
+/// The value of an unlabelled counter in `/metrics`.
+fn counter(server: &Ringhub, name: &str) -> u64 {
+    let (status, body) = server.http("GET", "/metrics", &[], "");
+    assert_eq!(status, 200);
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} is not in /metrics"))
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill {sig} {pid}");
+}
+
+#[test]
+fn a_stalled_redis_slows_the_senders_down_and_loses_nothing() {
+    require_redis();
+    let mut redis = RedisServer::start();
+    // Alice may send as fast as she can; bob, a debug-built test client
+    // reading 20 MB, may fall far behind without being dropped.
+    let fast = [
+        "--message-rate",
+        "1000000",
+        "--message-burst",
+        "1000000",
+        "--send-queue-bytes",
+        "268435456",
+    ];
+    let a = Ringhub::start_on_redis(&redis.url(), "a", &fast);
+    let b = Ringhub::start_on_redis(&redis.url(), "b", &fast);
+    let mut bob = user(&b, "bob");
+    wait_route(&redis, "bob", &["b"]);
+    let mut alice = user(&a, "alice");
+    alice.send(json!({"type": "send", "to": "bob", "data": 0, "id": "first"}));
+    assert_eq!(alice.recv_type("ack")["id"], "first");
+    assert_eq!(bob.recv_type("message")["data"], 0);
+
+    // Stopped, Redis answers nothing: the relay holds at most 4 MiB of
+    // publishes unanswered, then the forward queue grows past the point
+    // where alice's connection is paused. Redis comes back in a second,
+    // well inside the reply timeout.
+    const N: u64 = 20_000;
+    // Bob reads all along, so only Redis is slow.
+    let reader = std::thread::spawn(move || {
+        for i in 1..=N {
+            let m = bob.recv_type("message");
+            assert_eq!(m["data"][0], i, "in order, none lost, none twice");
+        }
+        assert_eq!(bob.recv_type("message")["data"], "last");
+        bob.expect_quiet(QUIET);
+    });
+    let pid = redis.pid().expect("redis runs");
+    signal(pid, "-STOP");
+    let resume = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        signal(pid, "-CONT");
+    });
+    let pad = "x".repeat(1000);
+    for i in 1..=N {
+        // Blocks while alice is paused: that is the point.
+        alice.send(json!({"type": "send", "to": "bob", "data": [i, pad]}));
+    }
+    resume.join().unwrap();
+    alice.send(json!({"type": "send", "to": "bob", "data": "last", "id": "last"}));
+    let ack = alice.recv();
+    assert_eq!(ack["type"], "ack", "no error before the last ack: {ack}");
+    assert_eq!(ack["id"], "last");
+
+    reader.join().expect("bob got every message once, in order");
+    assert!(
+        counter(&a, "ringhub_senders_paused_total") > 0,
+        "alice was paused"
+    );
+    let dropped = {
+        let (_, body) = a.http("GET", "/metrics", &[], "");
+        body.lines()
+            .filter(|l| l.starts_with("ringhub_messages_dropped_total{"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .sum::<u64>()
+    };
+    assert_eq!(dropped, 0, "nothing was dropped");
+    redis.kill();
+}
