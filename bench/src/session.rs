@@ -10,7 +10,7 @@ use ringhub_proto::{FrameHead, Limits, Opcode, ParsedFrame, ProtocolError, Role 
 use crate::chat::{self, Pick, Rng, Rooms};
 use crate::handshake::{HandshakeError, Upgrade};
 use crate::inbound::{self, Inbound};
-use crate::payload::{self, Name, PROBE_STREAM, Stamp};
+use crate::payload::{self, Name, PROBE_STREAM, Payload, Stamp};
 use crate::seq::{Arrival, SeqTracker};
 use crate::stats::{Counters, latency_histogram, record_ns};
 use crate::workload::{Role, Templates, Workload, room_name};
@@ -185,6 +185,9 @@ pub struct Session {
     peers: HashMap<u32, SeqTracker>,
     /// Which of the run's servers this session talks to.
     target: usize,
+    /// Where the stamp of an expected message starts when the server
+    /// passes it on unchanged (0: no such place, search for it).
+    stamp_at: usize,
     /// Picks a chat user's messages.
     rng: Rng,
     next_seq: u64,
@@ -216,6 +219,7 @@ impl Session {
             trackers: Box::default(),
             peers: HashMap::new(),
             target,
+            stamp_at: 0,
             rng,
             next_seq: 0,
             outstanding: 0,
@@ -275,6 +279,11 @@ impl Session {
                 self.on_upgraded(shared, out, progress);
                 continue;
             }
+            if let Some((message, consumed)) = short_text_frame(rest) {
+                used += consumed;
+                self.on_message(message, shared, now_ns, out, progress);
+                continue;
+            }
             let (frame, consumed) =
                 match ringhub_proto::parse_frame(rest, FrameRole::Client, &LIMITS, false)? {
                     ParsedFrame::Complete { frame, consumed } => (frame, consumed),
@@ -310,6 +319,11 @@ impl Session {
                     .saturating_sub(topic)
                     .div_ceil(shared.topics);
                 self.trackers = vec![SeqTracker::default(); on_topic as usize].into();
+                self.stamp_at = shared
+                    .templates
+                    .publish
+                    .get(topic as usize)
+                    .map_or(0, Payload::stamp_offset);
                 let key = shared.mask.next();
                 if let Some(frame) = shared.subscribe.get(topic as usize) {
                     encode(Opcode::Text, frame, key, out);
@@ -319,6 +333,11 @@ impl Session {
             }
             Role::Echo { .. } => {
                 self.trackers = vec![SeqTracker::default()].into();
+                self.stamp_at = shared
+                    .templates
+                    .echo
+                    .as_ref()
+                    .map_or(0, Payload::stamp_offset);
                 self.phase = Phase::Ready;
                 progress.ready = true;
             }
@@ -398,7 +417,7 @@ impl Session {
         if shared.ringhub {
             return self.on_server_frame(message, shared, now_ns, out, progress);
         }
-        let Some(stamp) = payload::find_stamp(message) else {
+        let Some(stamp) = payload::find_stamp_at(message, self.stamp_at) else {
             shared.counters.unexpected += 1;
             return;
         };
@@ -484,10 +503,11 @@ impl Session {
         let size = shared.size;
         match self.role {
             Role::Publisher { topic, .. } => {
-                let Some(template) = shared.templates.publish.get_mut(topic as usize) else {
+                let key = shared.mask.next();
+                let Some(template) = shared.templates.publish.get(topic as usize) else {
                     return false;
                 };
-                encode(Opcode::Text, template.stamp(stamp), shared.mask.next(), out);
+                template.write_frame(stamp, key, out);
                 shared.published_per_topic[topic as usize] += 1;
             }
             Role::DirectSender { pair } => {
@@ -557,19 +577,33 @@ impl Session {
         shared: &mut Shared,
         out: &mut Vec<u8>,
     ) {
-        if let Some(template) = shared.templates.echo.as_mut() {
-            let message = template.stamp(Stamp {
+        let key = shared.mask.next();
+        if let Some(template) = shared.templates.echo.as_ref() {
+            let stamp = Stamp {
                 stream,
                 seq,
                 sent_ns: now_ns,
-            });
-            encode(Opcode::Text, message, shared.mask.next(), out);
+            };
+            template.write_frame(stamp, key, out);
         }
     }
 
     fn send(&mut self, opcode: Opcode, payload: &[u8], shared: &mut Shared, out: &mut Vec<u8>) {
         encode(opcode, payload, shared.mask.next(), out);
     }
+}
+
+/// The frame at the start of `buf` if it is a complete, final, unmasked text
+/// frame of at most 125 bytes: every message of the echo and fan-out
+/// workloads, read without the general parser. Anything else (longer,
+/// fragmented, control, masked, reserved bits set, incomplete) is left to
+/// `parse_frame`, which checks it.
+fn short_text_frame(buf: &[u8]) -> Option<(&[u8], usize)> {
+    let [0x81, len @ 0..=125, ..] = *buf else {
+        return None;
+    };
+    let end = 2 + usize::from(len);
+    Some((buf.get(2..end)?, end))
 }
 
 /// Counts a stamped message for the sequence `tracker` it belongs to (None:
@@ -1031,6 +1065,31 @@ mod tests {
         }
         let c = &shared.counters;
         assert_eq!((c.unique, c.duplicates, c.unexpected), (3, 1, 1));
+    }
+
+    #[test]
+    fn only_short_final_unmasked_text_frames_take_the_fast_path() {
+        let frame = server_frame(Opcode::Text, &[b'x'; 125]);
+        assert_eq!(short_text_frame(&frame), Some((&frame[2..], 127)));
+        assert_eq!(short_text_frame(&frame[..126]), None, "incomplete");
+        let mut long = server_frame(Opcode::Text, &[b'x'; 126]);
+        let mut binary = server_frame(Opcode::Binary, b"x");
+        let mut fragment = binary.clone();
+        fragment[0] = 0x01;
+        let mut masked = Vec::new();
+        encode(Opcode::Text, b"x", [1, 2, 3, 4], &mut masked);
+        for other in [&mut long, &mut binary, &mut fragment, &mut masked] {
+            assert_eq!(short_text_frame(other), None);
+        }
+        // The general parser reads the first three; the masked one is an
+        // error there, as the next test shows.
+        for other in [long, binary, fragment] {
+            let mut other = other;
+            assert!(matches!(
+                ringhub_proto::parse_frame(&mut other, FrameRole::Client, &LIMITS, false),
+                Ok(ParsedFrame::Complete { .. })
+            ));
+        }
     }
 
     #[test]
