@@ -540,13 +540,16 @@ impl Worker<'_> {
             if event.token() == ALARM {
                 continue;
             }
-            let readable = event.is_readable() || event.is_read_closed() || event.is_error();
-            self.on_event(event.token().0, readable, event.is_writable());
+            let closing = event.is_read_closed() || event.is_error();
+            let readable = event.is_readable() || closing;
+            self.on_event(event.token().0, readable, closing, event.is_writable());
         }
         self.events = events;
     }
 
-    fn on_event(&mut self, local: usize, readable: bool, writable: bool) {
+    /// `closing`: the event says the peer closed or the socket failed, so
+    /// reads go on to the end of the stream.
+    fn on_event(&mut self, local: usize, readable: bool, closing: bool, writable: bool) {
         let Some(conn) = self.conns.get_mut(local).and_then(Option::as_mut) else {
             return;
         };
@@ -582,11 +585,18 @@ impl Worker<'_> {
             self.flush(local);
         }
         if readable {
-            self.read(local);
+            self.read(local, closing);
         }
     }
 
-    fn read(&mut self, local: usize) {
+    /// Reads what the socket holds. A read that does not fill the scratch
+    /// buffer emptied the socket, and with edge-triggered polling any byte
+    /// arriving later raises a new event, so the read that would only
+    /// return `WouldBlock` is skipped: one `recv` per event instead of two
+    /// (tokio's `PollEvented` clears readiness on a short read the same
+    /// way). `to_end` keeps reading until then anyway, for an end of stream
+    /// that arrived before the event was reported and raises no new one.
+    fn read(&mut self, local: usize, to_end: bool) {
         loop {
             let now = self.now();
             let Some(conn) = self.conns[local].as_mut() else {
@@ -608,6 +618,7 @@ impl Worker<'_> {
             if self.shared.counters.unique != before {
                 self.last_delivery_ns = now;
             }
+            let drained = n < self.scratch.len() && !to_end;
             match result {
                 Ok(progress) => {
                     if progress.upgraded {
@@ -623,6 +634,9 @@ impl Worker<'_> {
                     self.flush(local);
                     if progress.closed {
                         return self.lost_conn(local, "server sent a close frame".into());
+                    }
+                    if drained {
+                        return;
                     }
                 }
                 Err(e) => {
