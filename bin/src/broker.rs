@@ -65,6 +65,9 @@ pub enum Control {
     UserOffline(Box<str>),
     TopicWanted(Box<str>),
     TopicUnwanted(Box<str>),
+    /// Tell `reply` once this server's subscription to the topic is
+    /// confirmed by Redis (at once if it already is).
+    ConfirmTopic(Box<str>, ReplyTo),
     /// Remove this server from Redis and stop.
     Shutdown,
 }
@@ -224,6 +227,19 @@ impl Broker {
         if let Broker::Redis(link) = self {
             link.control(Control::TopicUnwanted(topic.into()));
         }
+    }
+
+    /// Arranges for `reply` to hear once publishes to `topic` from every
+    /// server reach this one.
+    pub fn confirm_topic(&self, topic: &str, reply: ReplyTo) -> Forwarded {
+        let Broker::Redis(link) = self else {
+            return Forwarded::NotNeeded;
+        };
+        if !link.accepting.load(Ordering::Relaxed) {
+            return Forwarded::Unavailable;
+        }
+        link.control(Control::ConfirmTopic(topic.into(), reply));
+        Forwarded::Queued
     }
 
     /// Hands a message from core `core` to the other servers that should

@@ -486,8 +486,11 @@ impl CoreHandler {
                 };
                 self.route(ctx, &out, Some(conn));
             }
-            ClientMessage::Subscribe { topic } => self.subscribe(ctx, conn, &topic),
-            ClientMessage::Unsubscribe { topic } => self.unsubscribe(conn, &topic),
+            ClientMessage::Subscribe { topic, id } => self.subscribe(ctx, conn, &topic, id),
+            ClientMessage::Unsubscribe { topic, id } => {
+                self.unsubscribe(conn, &topic);
+                self.ack(ctx, conn, id);
+            }
             ClientMessage::Ping => {
                 self.out.clear();
                 ringhub_proto::write_pong(&mut self.out);
@@ -502,25 +505,51 @@ impl CoreHandler {
         }
     }
 
-    fn subscribe(&mut self, ctx: &mut Ctx<'_, Self>, conn: ConnId, topic: &str) {
+    /// Subscribes `conn`; with an `id`, acks once publishes from every
+    /// server reach it (this server's Redis subscription is confirmed).
+    fn subscribe(
+        &mut self,
+        ctx: &mut Ctx<'_, Self>,
+        conn: ConnId,
+        topic: &str,
+        id: Option<&RawValue>,
+    ) {
         match self
             .hub
             .subscribe(conn, topic, self.node.settings.max_topics)
         {
-            Ok(Change::First) => {
-                let broker = &self.node.broker;
-                self.node
-                    .presence
-                    .topics
-                    .add(topic, self.core, || broker.topic_wanted(topic));
+            Ok(change) => {
+                if change == Change::First {
+                    let broker = &self.node.broker;
+                    self.node
+                        .presence
+                        .topics
+                        .add(topic, self.core, || broker.topic_wanted(topic));
+                }
+                let Some(id) = id else {
+                    return;
+                };
+                let reply = ReplyTo {
+                    conn,
+                    id: Some(id.get().into()),
+                };
+                match self.node.broker.confirm_topic(topic, reply) {
+                    Forwarded::NotNeeded => self.ack(ctx, conn, Some(id)),
+                    // The relay acks once Redis confirmed.
+                    Forwarded::Queued => {}
+                    Forwarded::Unavailable => {
+                        let why = "subscribed on this server; publishes from other servers \
+                                   arrive once Redis is reachable again";
+                        self.report(ctx, conn, "remote_unavailable", why, Some(id));
+                    }
+                }
             }
-            Ok(_) => {}
             Err(SubscribeError::TooMany) => {
                 let why = format!(
                     "a connection may hold at most {} topics",
                     self.node.settings.max_topics
                 );
-                self.error(ctx, conn, "not_allowed", &why, None);
+                self.error(ctx, conn, "not_allowed", &why, id);
             }
         }
     }
@@ -819,7 +848,7 @@ impl Handler for CoreHandler {
                 }
             }
             Post::HostRelay => {
-                if let Some(relay) = self.node.relay.take(true) {
+                if let Some(relay) = self.node.relay.take() {
                     ctx.watch_readable(relay.poll_fd(), RELAY_WATCH);
                     self.relay = Some(relay);
                     self.step_relay(ctx);
@@ -837,6 +866,15 @@ impl Handler for CoreHandler {
         }
     }
 
+    fn on_shutdown(&mut self, ctx: &mut Ctx<'_, Self>) {
+        // This core may stop long before the others (it stops once its own
+        // connections are gone): the relay goes on on a thread.
+        if let Some(relay) = self.relay.take() {
+            ctx.unwatch(RELAY_WATCH);
+            self.node.relay.release(relay);
+        }
+    }
+
     fn on_turn_end(&mut self, ctx: &mut Ctx<'_, Self>) {
         self.step_relay(ctx);
         if !self.paused.is_empty() {
@@ -846,10 +884,9 @@ impl Handler for CoreHandler {
 }
 
 impl Drop for CoreHandler {
-    /// The core stopped: `main` finishes the relay's shutdown.
     fn drop(&mut self) {
         if let Some(relay) = self.relay.take() {
-            self.node.relay.put(relay);
+            self.node.relay.release(relay);
         }
     }
 }

@@ -98,7 +98,7 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     let redis = relay.is_some();
     if let Some(setup) = relay {
         let relay = Relay::new(node.clone(), cores as u16, setup)?;
-        node.relay.put(Box::new(relay));
+        node.relay.park(Box::new(relay), poster.clone());
         if poster.post(RELAY_CORE, Post::HostRelay).is_err() {
             return Err("core 0 did not take the relay (its mailbox is closed)".into());
         }
@@ -115,11 +115,10 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
         pusher.stop();
     }
     // Every connection got its 1001 and left the hub, so the relay has
-    // queued their route removals; now the server's own entries go, from
-    // this thread as the cores have stopped.
+    // queued their route removals; now the server's own entries go.
     node.broker.shutdown();
-    if redis && let Some(relay) = node.relay.take(false) {
-        relay.run(&poster);
+    if redis {
+        node.relay.finish();
     }
     info!(totals = ?node.totals(), "stopped");
     Ok(())

@@ -84,25 +84,69 @@ const EVENTS: usize = 256;
 /// Heartbeats over which one round of route TTL refreshes is spread.
 const TTL_REFRESH_EVERY: u64 = 10;
 
-/// Where the relay waits while no core hosts it: `main` leaves it here and
-/// posts [`Post::HostRelay`] to core [`crate::broker::RELAY_CORE`], which
-/// takes it; that core's handler leaves it here again when the core stops,
-/// for `main` to carry out the shutdown.
+/// Who drives the relay when: `main` leaves it here and posts
+/// [`Post::HostRelay`] to core [`crate::broker::RELAY_CORE`], which takes it
+/// and steps it every loop turn; when that core starts shutting down it
+/// hands the relay to a thread of its own (the cores' last route removals
+/// still have to go out, and a core with no connections left stops long
+/// before the others), which `main` tells to leave Redis once every core
+/// has stopped, and joins.
 #[derive(Debug, Default)]
-pub struct RelayHost(std::sync::Mutex<Option<Box<Relay>>>);
+pub struct RelayHost {
+    parked: std::sync::Mutex<Option<Box<Relay>>>,
+    thread: std::sync::Mutex<Option<std::thread::JoinHandle<()>>>,
+    poster: std::sync::OnceLock<Poster<Post>>,
+}
 
 impl RelayHost {
-    pub fn put(&self, relay: Box<Relay>) {
+    /// Parks `relay` for a core to take, posting through `poster` once it
+    /// leaves the cores.
+    pub fn park(&self, relay: Box<Relay>, poster: Poster<Post>) {
+        let _ = self.poster.set(poster);
         relay.inbox.hosted.store(false, Ordering::Relaxed);
-        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(relay);
+        *lock(&self.parked) = Some(relay);
     }
 
-    /// The relay, for a core to host (`hosted`) or `main` to drive.
-    pub fn take(&self, hosted: bool) -> Option<Box<Relay>> {
-        let relay = self.0.lock().unwrap_or_else(|e| e.into_inner()).take()?;
-        relay.inbox.hosted.store(hosted, Ordering::Relaxed);
+    /// The parked relay, for the hosting core.
+    pub fn take(&self) -> Option<Box<Relay>> {
+        let relay = lock(&self.parked).take()?;
+        relay.inbox.hosted.store(true, Ordering::Relaxed);
         Some(relay)
     }
+
+    /// The hosting core is stopping: the relay goes on on a thread.
+    pub fn release(&self, relay: Box<Relay>) {
+        relay.inbox.hosted.store(false, Ordering::Relaxed);
+        let Some(poster) = self.poster.get().cloned() else {
+            *lock(&self.parked) = Some(relay);
+            return;
+        };
+        let spawned = std::thread::Builder::new()
+            .name("ringhub-relay".into())
+            .spawn(move || relay.run(&poster));
+        match spawned {
+            Ok(handle) => *lock(&self.thread) = Some(handle),
+            Err(e) => warn!("cannot start the relay's shutdown thread: {e}"),
+        }
+    }
+
+    /// After the cores stopped and the broker was told to shut down:
+    /// waits for the relay to leave Redis (driving it here if no core ever
+    /// took it).
+    pub fn finish(&self) {
+        if let Some(relay) = lock(&self.parked).take()
+            && let Some(poster) = self.poster.get()
+        {
+            relay.run(poster);
+        }
+        if let Some(handle) = lock(&self.thread).take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// What the relay needs to start.
@@ -201,6 +245,8 @@ pub struct Relay {
     /// Payload bytes of publishes sent and not answered yet.
     unanswered_bytes: usize,
     retry: RetryPolicy,
+    /// Subscribers waiting for the confirmation of a topic channel.
+    topic_waiters: HashMap<Bytes, Vec<ReplyTo>>,
     /// This loop turn's outcomes for the senders, per core.
     outcomes: Vec<Vec<(ReplyTo, bool)>>,
     /// Connections (node, carries pub/sub) that are down.
@@ -290,6 +336,7 @@ impl Relay {
             retry_bytes: 0,
             unanswered_bytes: 0,
             retry: setup.retry,
+            topic_waiters: HashMap::new(),
             outcomes: (0..cores_n).map(|_| Vec::new()).collect(),
             down: HashSet::new(),
             registered: false,
@@ -464,7 +511,25 @@ impl Relay {
             }
             Control::TopicUnwanted(topic) => {
                 let channel = Bytes::from(key("topic:", &topic));
+                // Whoever waited for it has left it: nothing to confirm.
+                for reply in self.topic_waiters.remove(&channel).unwrap_or_default() {
+                    self.answer(reply, true);
+                }
                 self.client.unsubscribe(self.sub_kind, [channel], now);
+            }
+            Control::ConfirmTopic(topic, reply) => {
+                let channel = Bytes::from(key("topic:", &topic));
+                if self.client.is_subscribed(self.sub_kind, &channel)
+                    || self.node.presence.topics.cores(&topic).is_empty()
+                {
+                    // Confirmed already, or its subscribers left.
+                    self.answer(reply, true);
+                } else {
+                    // The wanting core's TopicWanted may still be behind
+                    // this in the queue: subscribing again is a no-op.
+                    self.client.subscribe(self.sub_kind, [channel.clone()], now);
+                    self.topic_waiters.entry(channel).or_default().push(reply);
+                }
             }
             Control::Shutdown => {
                 // The cores are stopped: their last connections' SREMs are
@@ -624,6 +689,13 @@ impl Relay {
         if g.remaining == 0 {
             let g = self.groups.remove(key);
             self.tell(g.reply, !g.failed);
+        }
+    }
+
+    /// Tells a connection's core how a request (not a delivery) went.
+    fn answer(&mut self, reply: ReplyTo, ok: bool) {
+        if let Some(outcomes) = self.outcomes.get_mut(usize::from(reply.conn.core)) {
+            outcomes.push((reply, ok));
         }
     }
 
@@ -931,8 +1003,16 @@ impl Relay {
                     "subscribing to {} failed: {error}",
                     String::from_utf8_lossy(&channel)
                 );
+                for reply in self.topic_waiters.remove(&channel).unwrap_or_default() {
+                    self.answer(reply, false);
+                }
             }
-            Event::Subscribed { .. } | Event::Push { .. } => {}
+            Event::Subscribed { channel, .. } => {
+                for reply in self.topic_waiters.remove(&channel).unwrap_or_default() {
+                    self.answer(reply, true);
+                }
+            }
+            Event::Push { .. } => {}
         }
     }
 

@@ -259,6 +259,10 @@ fn sigterm_removes_the_server_and_its_routes() {
     a.terminate();
     assert_eq!(alice.recv_close(), Some(1001));
     assert!(a.wait_exit().success(), "{}", a.log());
+    // The engine waited for alice's FIN (she holds the socket) while core 0,
+    // with nothing to close, stopped at once: the relay must go on serving
+    // Redis in the meantime.
+    assert!(!a.log().contains("no reply"), "{}", a.log());
     assert!(members(&redis, "user_servers:alice").is_empty());
     assert!(members(&redis, "server_users:a").is_empty());
     assert!(redis.cli(&["ZSCORE", "servers", "a"]).trim().is_empty());
@@ -379,4 +383,34 @@ fn a_stalled_redis_slows_the_senders_down_and_loses_nothing() {
     };
     assert_eq!(dropped, 0, "nothing was dropped");
     redis.kill();
+}
+
+#[test]
+fn an_acked_subscribe_gets_every_later_publish_from_any_server() {
+    require_redis();
+    let redis = RedisServer::start();
+    let a = server(&redis, "a");
+    let b = server(&redis, "b");
+    let mut reader = user(&b, "reader");
+    let mut writer = user(&a, "writer");
+    // Fresh topics, so each ack waits for Redis to confirm b's subscription;
+    // the publish leaves a right after it.
+    for i in 0..20 {
+        let topic = format!("fresh-{i}");
+        reader.send(json!({"type": "subscribe", "topic": topic, "id": i}));
+        assert_eq!(reader.recv(), json!({"type": "ack", "id": i}));
+        writer.send(json!({"type": "publish", "topic": topic, "data": i}));
+        let m = reader.recv();
+        assert_eq!(
+            (m["type"].as_str(), &m["data"]),
+            (Some("message"), &json!(i))
+        );
+    }
+    // Unsubscribed and acked: nothing more arrives.
+    reader.send(json!({"type": "unsubscribe", "topic": "fresh-0", "id": "u"}));
+    assert_eq!(reader.recv(), json!({"type": "ack", "id": "u"}));
+    wait_subscribers(&redis, "fresh-0", 0);
+    writer.send(json!({"type": "publish", "topic": "fresh-0", "data": "late", "id": "p"}));
+    assert_eq!(writer.recv(), json!({"type": "ack", "id": "p"}));
+    reader.expect_quiet(QUIET);
 }

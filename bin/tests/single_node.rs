@@ -101,7 +101,9 @@ fn topics_deliver_to_subscribers_until_they_unsubscribe() {
     let mut publisher = user(&server, "pub");
     for s in &mut subs {
         s.send(json!({"type": "subscribe", "topic": "news"}));
-        s.send(json!({"type": "subscribe", "topic": "news"})); // idempotent
+        // Idempotent, and acked when asked.
+        s.send(json!({"type": "subscribe", "topic": "news", "id": "s"}));
+        assert_eq!(s.recv(), json!({"type": "ack", "id": "s"}));
         assert!(s.sync().is_empty());
     }
     publisher.send(json!({"type": "publish", "topic": "news", "data": "hello", "id": 7}));
@@ -113,9 +115,9 @@ fn topics_deliver_to_subscribers_until_they_unsubscribe() {
         assert_eq!(got[0]["from"], "pub");
         assert_eq!(got[0]["data"], "hello");
     }
-    for s in &mut subs[1..] {
-        s.send(json!({"type": "unsubscribe", "topic": "news"}));
-        s.sync();
+    for (i, s) in subs[1..].iter_mut().enumerate() {
+        s.send(json!({"type": "unsubscribe", "topic": "news", "id": i}));
+        assert_eq!(s.recv(), json!({"type": "ack", "id": i}));
     }
     // Waiting for the ack orders the delivery before the subscribers' pings.
     publisher.send(json!({"type": "publish", "topic": "news", "data": 2, "id": 8}));

@@ -32,11 +32,15 @@ pub enum ClientMessage<'a> {
     Subscribe {
         /// The topic name.
         topic: Cow<'a, str>,
+        /// Echoed in the `ack` sent once the subscription is in effect.
+        id: Option<&'a RawValue>,
     },
     /// Stop receiving messages published to `topic`.
     Unsubscribe {
         /// The topic name.
         topic: Cow<'a, str>,
+        /// Echoed in the `ack`.
+        id: Option<&'a RawValue>,
     },
     /// Deliver `data` to every subscriber of `topic`.
     Publish {
@@ -177,9 +181,11 @@ impl<'a> ClientMessage<'a> {
             },
             "subscribe" => ClientMessage::Subscribe {
                 topic: name(wire.topic, "topic")?,
+                id,
             },
             "unsubscribe" => ClientMessage::Unsubscribe {
                 topic: name(wire.topic, "topic")?,
+                id,
             },
             "publish" => ClientMessage::Publish {
                 topic: name(wire.topic, "topic")?,
@@ -361,10 +367,13 @@ mod tests {
         assert!(matches!(
             msg,
             ClientMessage::Subscribe {
-                topic: Cow::Borrowed("news")
+                topic: Cow::Borrowed("news"),
+                id: None
             }
         ));
         let msg = ClientMessage::parse(r#"{"type":"subscribe","topic":"n\u00e9"}"#).expect("parse");
-        assert!(matches!(msg, ClientMessage::Subscribe { topic: Cow::Owned(ref t) } if t == "né"));
+        assert!(
+            matches!(msg, ClientMessage::Subscribe { topic: Cow::Owned(ref t), .. } if t == "né")
+        );
     }
 }

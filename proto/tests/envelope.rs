@@ -46,11 +46,15 @@ fn send_keeps_data_as_written() {
 fn every_client_frame() {
     assert!(matches!(
         parse(r#"{"type":"subscribe","topic":"news"}"#),
-        ClientMessage::Subscribe { topic } if topic == "news"
+        ClientMessage::Subscribe { topic, id: None } if topic == "news"
     ));
     assert!(matches!(
-        parse(r#"{"topic":"news","type":"unsubscribe"}"#),
-        ClientMessage::Unsubscribe { topic } if topic == "news"
+        parse(r#"{"type":"subscribe","topic":"news","id":"s1"}"#),
+        ClientMessage::Subscribe { topic, id: Some(id) } if topic == "news" && id.get() == r#""s1""#
+    ));
+    assert!(matches!(
+        parse(r#"{"topic":"news","type":"unsubscribe","id":3}"#),
+        ClientMessage::Unsubscribe { topic, id: Some(id) } if topic == "news" && id.get() == "3"
     ));
     match parse(r#"{"type":"publish","topic":"t\/1","data":42,"id":7}"#) {
         ClientMessage::Publish { topic, data, id } => {
