@@ -14,7 +14,7 @@
 
 use ringhub_proto::{FrameHead, Opcode};
 
-const KEY: &[u8] = b"\"k\":\"";
+const KEY: &[u8; 5] = b"\"k\":\"";
 const SEQ_DIGITS: usize = 9;
 const TIME_DIGITS: usize = 12;
 const STREAM_DIGITS: usize = 6;
@@ -241,8 +241,9 @@ pub fn find_stamp(message: &[u8]) -> Option<Stamp> {
 /// no scan), searched for like [`find_stamp`] otherwise.
 pub fn find_stamp_at(message: &[u8], at: usize) -> Option<Stamp> {
     at.checked_sub(KEY.len())
-        .filter(|&key_at| message.get(key_at..at) == Some(KEY))
-        .and_then(|_| read_stamp_field(message.get(at..)?))
+        .and_then(|key_at| message.get(key_at..))
+        .filter(|from_key| from_key.first_chunk() == Some(KEY))
+        .and_then(|from_key| read_stamp_field(&from_key[KEY.len()..]))
         .or_else(|| find_stamp(message))
 }
 
@@ -252,7 +253,7 @@ fn find_key(message: &[u8]) -> Option<usize> {
     loop {
         // `k` is rarer in these messages than `"`: look for it, then around it.
         let k = from + message.get(from..)?.iter().position(|&b| b == b'k')?;
-        if message.get(k - 1..k + KEY.len() - 1) == Some(KEY) {
+        if message[k - 1..].first_chunk() == Some(KEY) {
             return Some(k + KEY.len() - 1);
         }
         from = k + 1;
@@ -272,13 +273,21 @@ const STREAM_MASK: u64 = (1 << (4 * STREAM_DIGITS)) - 1;
 /// they are all lowercase hex digits (the only ones the bench writes).
 fn read_stamp_field(field: &[u8]) -> Option<Stamp> {
     let digits: &[u8; STAMP_LEN] = field.first_chunk()?;
-    let run = |at: usize| digits[at..].first_chunk().and_then(|d| unhex8(*d));
-    let [a, b, c, d] = [run(0)?, run(8)?, run(16)?, run(19)?].map(u64::from);
+    let a = unhex8(run_at(digits, 0))?;
+    let b = unhex8(run_at(digits, 8))?;
+    let c = unhex8(run_at(digits, 16))?;
+    let d = unhex8(run_at(digits, 19))?;
     Some(Stamp {
         seq: a << 4 | b >> 28,
         sent_ns: (b & 0x0fff_ffff) << 20 | c >> 12,
         stream: (d & STREAM_MASK) as u32,
     })
+}
+
+fn run_at(digits: &[u8; STAMP_LEN], at: usize) -> [u8; 8] {
+    let mut run = [0; 8];
+    run.copy_from_slice(&digits[at..at + 8]);
+    run
 }
 
 /// Writes a stamp into its `STAMP_LEN` hex digits; each number keeps its
@@ -315,7 +324,7 @@ fn hex8(value: u32) -> [u8; 8] {
 }
 
 /// The value of eight lowercase hex digits, `None` if any byte is not one.
-fn unhex8(digits: [u8; 8]) -> Option<u32> {
+fn unhex8(digits: [u8; 8]) -> Option<u64> {
     let x = u64::from_be_bytes(digits);
     // `0`-`9` are 0x30-0x39, `a`-`f` 0x61-0x66: bit 6 tells a letter, whose
     // value is its low nibble plus 9.
@@ -326,10 +335,11 @@ fn unhex8(digits: [u8; 8]) -> Option<u32> {
     let valid = x & !LOW_NIBBLES == 0x30 * ONES + letters * 0x30
         && n & !LOW_NIBBLES == 0
         && ((n + 6 * ONES) >> 4) & ONES == letters;
+    // Pack the eight nibbles: pairs into bytes, bytes into 16 bits, then 32.
     let mut n = n;
     n = (n | n >> 4) & 0x00ff_00ff_00ff_00ff;
     n = (n | n >> 8) & 0x0000_ffff_0000_ffff;
-    valid.then_some(((n | n >> 16) & 0xffff_ffff) as u32)
+    valid.then_some((n | n >> 16) & 0xffff_ffff)
 }
 
 #[cfg(test)]
@@ -483,7 +493,7 @@ mod tests {
         {
             let digits = hex8(value);
             assert_eq!(digits, *format!("{value:08x}").as_bytes());
-            assert_eq!(unhex8(digits), Some(value));
+            assert_eq!(unhex8(digits), Some(u64::from(value)));
         }
         let valid = hex8(0x0123_4567);
         for at in 0..8 {
@@ -500,6 +510,31 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_stamp_with_any_digit_not_hex_is_no_stamp() {
+        let mut p = Payload::echo(64).unwrap();
+        let at = p.stamp_offset();
+        let stamp = Stamp {
+            stream: 0x12_3456,
+            seq: 0x9_8765_4321,
+            sent_ns: 0xfedc_ba98_7654,
+        };
+        let good = p.stamp(stamp).to_vec();
+        assert_eq!(read_stamp_field(&good[at..]), Some(stamp));
+        for digit in 0..STAMP_LEN {
+            for bad in [b'g', b'G', b'A', b'/', b':', b'`', b' ', 0x80 | b'1'] {
+                let mut message = good.clone();
+                message[at + digit] = bad;
+                assert_eq!(
+                    read_stamp_field(&message[at..]),
+                    None,
+                    "{bad:#x} at {digit}"
+                );
+            }
+        }
+        assert_eq!(read_stamp_field(&good[at..at + STAMP_LEN - 1]), None);
     }
 
     #[test]
