@@ -105,6 +105,11 @@ impl Wake {
         }
     }
 
+    /// A wake is pending: something was queued since the last drain.
+    pub fn is_pending(&self) -> bool {
+        self.notified.load(Ordering::Acquire)
+    }
+
     /// Called by the relay before it drains its queues.
     pub fn clear(&self) {
         self.notified.store(false, Ordering::Release);

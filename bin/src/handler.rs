@@ -183,6 +183,9 @@ impl CoreHandler {
         let Some(relay) = &mut self.relay else {
             return;
         };
+        if !relay.is_due(Instant::now()) {
+            return;
+        }
         if !relay.step() {
             // Only `main` asks the relay to stop, after the cores stopped.
             warn!("the relay stopped while hosted");

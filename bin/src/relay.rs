@@ -226,6 +226,10 @@ pub struct Relay {
     client: Client,
     poll: Poll,
     events: Events,
+    /// Sockets were handled since the last step.
+    io_seen: bool,
+    /// [`Relay::next_wake`] as of the last step.
+    due_at: Option<Instant>,
     inbox: RelayInbox,
     sockets: Slab<Socket>,
     by_conn: HashMap<redis_lite::ConnId, usize>,
@@ -321,6 +325,8 @@ impl Relay {
             client,
             poll: setup.poll,
             events: Events::with_capacity(EVENTS),
+            io_seen: true,
+            due_at: None,
             inbox: setup.inbox,
             sockets: Slab::new(),
             by_conn: HashMap::new(),
@@ -359,10 +365,27 @@ impl Relay {
         self.poll.as_raw_fd()
     }
 
+    /// Whether [`Relay::step`] has anything to do: sockets were handled, the
+    /// cores queued something, or a deadline passed. Checked on every loop
+    /// turn of the hosting core, so it reads only atomics and the clock.
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.io_seen
+            || self.inbox.queued.load(Ordering::Relaxed) > 0
+            || self.inbox.wake.is_pending()
+            || self.due_at.is_some_and(|t| now >= t)
+    }
+
     /// Does everything due without blocking: what the cores queued, timers,
     /// and the pipelines and events that follow. False once a shutdown has
     /// been carried out (Redis confirmed or the grace passed).
     pub fn step(&mut self) -> bool {
+        let go_on = self.step_once();
+        self.io_seen = false;
+        self.due_at = self.next_wake();
+        go_on
+    }
+
+    fn step_once(&mut self) -> bool {
         let now = Instant::now();
         if self.client.poll_timeout().is_some_and(|t| t <= now) {
             self.client.handle_timeout(now);
@@ -397,6 +420,7 @@ impl Relay {
 
     /// Handles the sockets that are ready, without blocking.
     pub fn on_io(&mut self) {
+        self.io_seen = true;
         self.wait_io(Some(Duration::ZERO));
     }
 
