@@ -124,12 +124,19 @@ fn start_hooks(pipe: Option<Arc<UnixStream>>, tweak: impl FnOnce(&mut Config)) -
     .expect("server starts")
 }
 
-#[test]
-fn a_watched_descriptor_is_read_on_the_core_each_time_data_arrives() {
-    let (mut writer, reader) = UnixStream::pair().unwrap();
+/// A server watching one end of a socketpair, the other end to write to,
+/// and a client connected to it.
+fn start_with_pipe() -> (UnixStream, Server, Client) {
+    let (writer, reader) = UnixStream::pair().unwrap();
     reader.set_nonblocking(true).unwrap();
     let server = start_hooks(Some(Arc::new(reader)), |_| {});
-    let mut ws = client(server.local_addr());
+    let ws = client(server.local_addr());
+    (writer, server, ws)
+}
+
+#[test]
+fn a_watched_descriptor_is_read_on_the_core_each_time_data_arrives() {
+    let (mut writer, server, mut ws) = start_with_pipe();
     // The watch is armed when the connection opens; prove it with a reply.
     send(&mut ws, "calls");
     assert_eq!(recv_text(&mut ws), "0");
@@ -178,10 +185,7 @@ fn wake_at_turns_an_otherwise_idle_loop_at_the_deadline() {
 
 #[test]
 fn a_paused_connection_is_not_read_until_resumed_and_loses_nothing() {
-    let (mut writer, reader) = UnixStream::pair().unwrap();
-    reader.set_nonblocking(true).unwrap();
-    let server = start_hooks(Some(Arc::new(reader)), |_| {});
-    let mut ws = client(server.local_addr());
+    let (mut writer, server, mut ws) = start_with_pipe();
     send(&mut ws, "pause");
     assert_eq!(recv_text(&mut ws), "paused");
     for _ in 0..3 {
