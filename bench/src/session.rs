@@ -1072,19 +1072,19 @@ mod tests {
         let frame = server_frame(Opcode::Text, &[b'x'; 125]);
         assert_eq!(short_text_frame(&frame), Some((&frame[2..], 127)));
         assert_eq!(short_text_frame(&frame[..126]), None, "incomplete");
-        let mut long = server_frame(Opcode::Text, &[b'x'; 126]);
-        let mut binary = server_frame(Opcode::Binary, b"x");
-        let mut fragment = binary.clone();
-        fragment[0] = 0x01;
+        let long = server_frame(Opcode::Text, &[b'x'; 126]);
+        let binary = server_frame(Opcode::Binary, b"x");
+        // A text frame without FIN: the first piece of a fragmented message.
+        let mut fragment = server_frame(Opcode::Text, b"x");
+        fragment[0] &= 0x7f;
         let mut masked = Vec::new();
         encode(Opcode::Text, b"x", [1, 2, 3, 4], &mut masked);
-        for other in [&mut long, &mut binary, &mut fragment, &mut masked] {
+        for other in [&long, &binary, &fragment, &masked] {
             assert_eq!(short_text_frame(other), None);
         }
         // The general parser reads the first three; the masked one is an
         // error there, as the next test shows.
-        for other in [long, binary, fragment] {
-            let mut other = other;
+        for mut other in [long, binary, fragment] {
             assert!(matches!(
                 ringhub_proto::parse_frame(&mut other, FrameRole::Client, &LIMITS, false),
                 Ok(ParsedFrame::Complete { .. })
