@@ -39,7 +39,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::ToSocketAddrs;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -169,6 +169,14 @@ struct Socket {
     out: VecDeque<Bytes>,
 }
 
+/// A node name resolved and connected to off the core: the connection, the
+/// name, the connected socket or why there is none.
+type Resolved = (
+    redis_lite::ConnId,
+    String,
+    Result<std::net::TcpStream, String>,
+);
+
 /// What a socket's readiness event says about reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Readable {
@@ -228,6 +236,11 @@ pub struct Relay {
     events: Events,
     /// Sockets were handled since the last step.
     io_seen: bool,
+    /// Connections whose node name is being resolved on a helper thread
+    /// (the relay runs on a core, which must never wait for DNS).
+    resolving: HashSet<redis_lite::ConnId>,
+    resolved_tx: std::sync::mpsc::Sender<Resolved>,
+    resolved_rx: std::sync::mpsc::Receiver<Resolved>,
     /// [`Relay::next_wake`] as of the last step.
     due_at: Option<Instant>,
     inbox: RelayInbox,
@@ -318,6 +331,7 @@ impl Relay {
         client.subscribe(sub_kind, channels, Instant::now());
         let batcher = Batcher::new(&setup.server_id);
         let cores_n = usize::from(cores);
+        let (resolved_tx, resolved_rx) = std::sync::mpsc::channel();
         Ok(Relay {
             node,
             cores,
@@ -326,6 +340,9 @@ impl Relay {
             poll: setup.poll,
             events: Events::with_capacity(EVENTS),
             io_seen: true,
+            resolving: HashSet::new(),
+            resolved_tx,
+            resolved_rx,
             due_at: None,
             inbox: setup.inbox,
             sockets: Slab::new(),
@@ -502,6 +519,22 @@ impl Relay {
     fn drain_inbox(&mut self) {
         while let Ok(control) = self.inbox.control.try_recv() {
             self.on_control(control);
+        }
+        while let Ok((conn, addr, result)) = self.resolved_rx.try_recv() {
+            // Closed by the client while it was being resolved: drop it.
+            if self.resolving.remove(&conn) {
+                let stream = result.and_then(|s| {
+                    s.set_nonblocking(true)
+                        .map(|()| TcpStream::from_std(s))
+                        .map_err(|e| format!("cannot use the socket to {addr}: {e}"))
+                });
+                match stream {
+                    Ok(stream) => self.add_socket(conn, stream),
+                    Err(reason) => self
+                        .client
+                        .handle_disconnected(conn, &reason, Instant::now()),
+                }
+            }
         }
         // One clock read for the route cache per drain, not per message.
         let now = Instant::now();
@@ -1161,6 +1194,7 @@ impl Relay {
                 match action {
                     Action::Connect { conn, addr } => self.open_socket(conn, &addr),
                     Action::Close { conn } => {
+                        self.resolving.remove(&conn);
                         if let Some(key) = self.by_conn.remove(&conn)
                             && let Some(mut socket) = self.sockets.try_remove(key)
                         {
@@ -1191,21 +1225,46 @@ impl Relay {
         }
     }
 
+    /// Connects to `addr`: at once (non-blocking) if it is an IP address;
+    /// a name is resolved and connected to by a helper thread, address by
+    /// address as `std` does (a name may give `::1` before `127.0.0.1`),
+    /// and the socket comes back through the inbox, with a wake.
     fn open_socket(&mut self, conn: redis_lite::ConnId, addr: &str) {
-        let now = Instant::now();
-        let resolved = addr.to_socket_addrs().map(|mut a| a.next());
-        let stream = match resolved {
-            Ok(Some(sa)) => TcpStream::connect(sa),
-            Ok(None) => Err(io::Error::new(io::ErrorKind::NotFound, "no address")),
-            Err(e) => Err(e),
-        };
-        let mut stream = match stream {
-            Ok(s) => s,
-            Err(e) => {
-                let reason = format!("cannot connect to {addr}: {e}");
-                return self.client.handle_disconnected(conn, &reason, now);
+        if let Ok(sa) = addr.parse::<SocketAddr>() {
+            return match TcpStream::connect(sa) {
+                Ok(stream) => self.add_socket(conn, stream),
+                Err(e) => {
+                    let reason = format!("cannot connect to {addr}: {e}");
+                    self.client
+                        .handle_disconnected(conn, &reason, Instant::now());
+                }
+            };
+        }
+        let tx = self.resolved_tx.clone();
+        let wake = self.inbox.wake.clone();
+        let name = addr.to_owned();
+        let timeout = self.client.config().connect_timeout;
+        let spawned = std::thread::Builder::new()
+            .name("ringhub-resolve".into())
+            .spawn(move || {
+                let result = connect_by_name(&name, timeout);
+                let _ = tx.send((conn, name, result));
+                wake.wake();
+            });
+        match spawned {
+            Ok(_) => {
+                self.resolving.insert(conn);
             }
-        };
+            Err(e) => {
+                let reason = format!("cannot resolve {addr}: no thread for it ({e})");
+                self.client
+                    .handle_disconnected(conn, &reason, Instant::now());
+            }
+        }
+    }
+
+    fn add_socket(&mut self, conn: redis_lite::ConnId, mut stream: TcpStream) {
+        let now = Instant::now();
         let entry = self.sockets.vacant_entry();
         let key = entry.key();
         if let Err(e) = self.poll.registry().register(
@@ -1310,4 +1369,20 @@ impl Relay {
         self.client
             .handle_disconnected(socket.conn, reason, Instant::now());
     }
+}
+
+/// Resolves `name` (host:port) and connects to its addresses in turn, each
+/// within `timeout`. Blocking: for a helper thread.
+fn connect_by_name(name: &str, timeout: Duration) -> Result<std::net::TcpStream, String> {
+    let addrs = name
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {name}: {e}"))?;
+    let mut last = format!("cannot connect to {name}: it resolves to no address");
+    for sa in addrs {
+        match std::net::TcpStream::connect_timeout(&sa, timeout) {
+            Ok(s) => return Ok(s),
+            Err(e) => last = format!("cannot connect to {name} ({sa}): {e}"),
+        }
+    }
+    Err(last)
 }

@@ -414,3 +414,24 @@ fn an_acked_subscribe_gets_every_later_publish_from_any_server() {
     assert_eq!(writer.recv(), json!({"type": "ack", "id": "p"}));
     reader.expect_quiet(QUIET);
 }
+
+#[test]
+fn a_redis_named_by_host_name_is_resolved_off_the_core() {
+    require_redis();
+    let redis = RedisServer::start();
+    // The name goes to a helper thread (resolve, then connect address by
+    // address); the core never waits for DNS.
+    let by_name = format!("redis://localhost:{}", redis.port());
+    let a = Ringhub::start_on_redis(&by_name, "a", &[]);
+    let b = server(&redis, "b");
+    let mut alice = user(&a, "alice");
+    let mut bob = user(&b, "bob");
+    wait_route(&redis, "alice", &["a"]);
+    wait_route(&redis, "bob", &["b"]);
+    alice.send(json!({"type": "send", "to": "bob", "data": 1, "id": 1}));
+    assert_eq!(alice.recv(), json!({"type": "ack", "id": 1}));
+    assert_eq!(bob.recv_type("message")["data"], 1);
+    bob.send(json!({"type": "send", "to": "alice", "data": 2, "id": 2}));
+    assert_eq!(bob.recv(), json!({"type": "ack", "id": 2}));
+    assert_eq!(alice.recv_type("message")["data"], 2);
+}
