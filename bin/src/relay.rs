@@ -78,6 +78,11 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// once, instead of Redis falling seconds behind until its replies time out.
 const MAX_UNANSWERED_BYTES: usize = 4 << 20;
 
+/// Route writes sent per step at most: a reconnect re-registers every user
+/// and a prune removes every user of the dead server, and the relay runs on
+/// a core, which must not stall its connections on one long step.
+const ROUTE_WRITES_PER_STEP: usize = 4096;
+
 /// Readiness events taken per epoll wait.
 const EVENTS: usize = 256;
 
@@ -236,6 +241,8 @@ pub struct Relay {
     events: Events,
     /// Sockets were handled since the last step.
     io_seen: bool,
+    /// Route writes (fire and forget) waiting to be sent, in order.
+    route_writes: VecDeque<redis_lite::Cmd>,
     /// Connections whose node name is being resolved on a helper thread
     /// (the relay runs on a core, which must never wait for DNS).
     resolving: HashSet<redis_lite::ConnId>,
@@ -340,6 +347,7 @@ impl Relay {
             poll: setup.poll,
             events: Events::with_capacity(EVENTS),
             io_seen: true,
+            route_writes: VecDeque::new(),
             resolving: HashSet::new(),
             resolved_tx,
             resolved_rx,
@@ -387,6 +395,7 @@ impl Relay {
     /// turn of the hosting core, so it reads only atomics and the clock.
     pub fn is_due(&self, now: Instant) -> bool {
         self.io_seen
+            || !self.route_writes.is_empty()
             || self.inbox.queued.load(Ordering::Relaxed) > 0
             || self.inbox.wake.is_pending()
             || self.due_at.is_some_and(|t| now >= t)
@@ -409,6 +418,7 @@ impl Relay {
         }
         self.inbox.wake.clear();
         self.drain_inbox();
+        self.send_route_writes(ROUTE_WRITES_PER_STEP);
         self.timers();
         self.carry_out();
         if let Some(deadline) = self.stopping
@@ -426,6 +436,7 @@ impl Relay {
     pub fn next_wake(&self) -> Option<Instant> {
         [
             Some(self.next_beat),
+            (!self.route_writes.is_empty()).then(Instant::now),
             self.client.poll_timeout(),
             self.stopping,
             self.retries.iter().map(|(at, _)| *at).min(),
@@ -508,6 +519,19 @@ impl Relay {
         }
     }
 
+    /// Queues a route write; they leave in order, a bounded number per step.
+    fn queue_route(&mut self, command: redis_lite::Cmd) {
+        self.route_writes.push_back(command);
+    }
+
+    fn send_route_writes(&mut self, at_most: usize) {
+        for _ in 0..at_most.min(self.route_writes.len()) {
+            if let Some(command) = self.route_writes.pop_front() {
+                self.send(command, Pending::Ignore);
+            }
+        }
+    }
+
     fn send(&mut self, command: redis_lite::Cmd, why: Pending) {
         let id = self.client.send(command, Instant::now());
         Counters::add(&self.node.relay_counters().redis_commands, 1);
@@ -553,14 +577,14 @@ impl Relay {
                 self.register_user(&user);
                 // Other servers' caches must learn about this server.
                 let publish = cmd(self.publish).arg("routes").arg(&*user);
-                self.send(publish, Pending::Ignore);
+                self.queue_route(publish);
             }
             Control::UserOffline(user) => {
                 let id = &*self.server_id;
                 let srem = cmd("SREM").arg(key("user_servers:", &user)).arg(id);
                 let back = cmd("SREM").arg(key("server_users:", id)).arg(&*user);
-                self.send(srem, Pending::Ignore);
-                self.send(back, Pending::Ignore);
+                self.queue_route(srem);
+                self.queue_route(back);
             }
             Control::TopicWanted(topic) => {
                 let channel = Bytes::from(key("topic:", &topic));
@@ -590,7 +614,9 @@ impl Relay {
             }
             Control::Shutdown => {
                 // The cores are stopped: their last connections' SREMs are
-                // queued ahead of this. Remove the server itself.
+                // queued ahead of this. Send them all, then remove the
+                // server itself.
+                self.send_route_writes(usize::MAX);
                 let id = &*self.server_id;
                 let zrem = cmd("ZREM").arg("servers").arg(id);
                 let del = cmd("DEL").arg(key("server_users:", id));
@@ -607,9 +633,9 @@ impl Relay {
         let sadd = cmd("SADD").arg(&route[..]).arg(id);
         let expire = cmd("EXPIRE").arg(&route[..]).arg(self.route_ttl_secs);
         let back = cmd("SADD").arg(key("server_users:", id)).arg(user);
-        self.send(sadd, Pending::Ignore);
-        self.send(expire, Pending::Ignore);
-        self.send(back, Pending::Ignore);
+        self.queue_route(sadd);
+        self.queue_route(expire);
+        self.queue_route(back);
     }
 
     fn on_forward(&mut self, forward: Forward, now: Instant) {
@@ -883,12 +909,12 @@ impl Relay {
                 let users = value.as_array().unwrap_or_default();
                 for user in users.iter().filter_map(Value::as_str) {
                     let srem = cmd("SREM").arg(key("user_servers:", user)).arg(&*server);
-                    self.send(srem, Pending::Ignore);
+                    self.queue_route(srem);
                 }
                 let del = cmd("DEL").arg(key("server_users:", &server));
                 let zrem = cmd("ZREM").arg("servers").arg(&*server);
-                self.send(del, Pending::Ignore);
-                self.send(zrem, Pending::Ignore);
+                self.queue_route(del);
+                self.queue_route(zrem);
                 info!(server = %server, routes = users.len(), "pruned a server that stopped heartbeating");
             }
         }
@@ -1162,7 +1188,7 @@ impl Relay {
         let start = self.ttl_due.len() - now;
         for user in self.ttl_due.split_off(start) {
             let expire = cmd("EXPIRE").arg(key("user_servers:", &user)).arg(ttl);
-            self.send(expire, Pending::Ignore);
+            self.queue_route(expire);
         }
     }
 
