@@ -240,6 +240,7 @@ impl<H: Handler> Core<H> {
         loop {
             self.deliver_closes();
             self.end_turn();
+            self.handle_resumed();
             self.io.flush();
             self.deliver_closes();
             self.io.flush();
@@ -277,6 +278,17 @@ impl<H: Handler> Core<H> {
             .user_data(Token::ring(RingOp::Alarm));
         self.io.push(0, sqe);
         self.io.alarm = Some(at);
+    }
+
+    /// Hands the handler the frames resumed connections held while paused
+    /// (they may pause again part way).
+    fn handle_resumed(&mut self) {
+        while !self.io.resumed.is_empty() {
+            for index in std::mem::take(&mut self.io.resumed) {
+                crate::ws::on_bytes(&mut self.io, &mut self.handler, index, &mut []);
+            }
+            self.deliver_closes();
+        }
     }
 
     /// Publishes recycled buffers and pushes this turn's submissions to

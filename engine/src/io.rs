@@ -108,6 +108,9 @@ pub struct Io<H: Handler> {
     /// Each lane's buffer group, for re-arming a receive outside a
     /// completion.
     pub(crate) bgids: Vec<u16>,
+    /// Connections resumed this turn, whose held bytes are handled at the
+    /// turn's end.
+    pub(crate) resumed: Vec<u32>,
     /// Descriptors the handler watches, by key (see `Ctx::watch_readable`).
     pub(crate) watches: Vec<(u16, std::os::fd::RawFd)>,
     /// The earliest `Ctx::wake_at` asked for this turn.
@@ -147,6 +150,7 @@ impl<H: Handler> Io<H> {
             open: None,
             open_buf: BytesMut::new(),
             bgids: Vec::new(),
+            resumed: Vec::new(),
             watches: Vec::new(),
             wake_request: None,
             alarm: None,
@@ -254,7 +258,8 @@ impl<H: Handler> Io<H> {
     }
 
     /// Stops receiving for `id` (cancels its multishot receive) until
-    /// [`Io::resume_reading`]; only an open connection is paused.
+    /// [`Io::resume_reading`]; only an open connection is paused. Frames
+    /// already received and not yet handled wait in its leftover.
     pub(crate) fn pause_reading(&mut self, id: ConnId) {
         let recv = self.token(ConnOp::Recv, id.index);
         let cancel = self.token(ConnOp::Cancel, id.index);
@@ -283,7 +288,11 @@ impl<H: Handler> Io<H> {
             return;
         }
         c.clear(flag::PAUSED);
+        let held = !c.leftover.is_empty();
         let lane = usize::from(c.lane);
+        if held {
+            self.resumed.push(id.index);
+        }
         let bgid = self.bgids.get(lane).copied().unwrap_or(0);
         self.arm_recv(id.index, bgid);
     }

@@ -307,7 +307,9 @@ fn frames<H: Handler>(
         if c.phase == Phase::Gone || c.has(flag::CLOSE_RECEIVED) || c.has(flag::CLOSE_AFTER_FLUSH) {
             return (buf.len(), 0);
         }
-        if pos == buf.len() {
+        // Paused by the handler: the rest waits, untouched, in the leftover
+        // until it resumes (what the kernel already handed over included).
+        if pos == buf.len() || c.has(flag::PAUSED) {
             return (pos, 0);
         }
         let deflate = c.has(flag::DEFLATE);

@@ -244,3 +244,35 @@ fn a_paused_connection_pushes_back_on_its_peer_through_tcp() {
     );
     stop(server);
 }
+
+#[test]
+fn frames_behind_a_pause_in_the_same_read_wait_for_the_resume() {
+    let (writer, reader) = UnixStream::pair().unwrap();
+    reader.set_nonblocking(true).unwrap();
+    let server = start_hooks(Some(Arc::new(reader)), |_| {});
+    let mut raw = raw_upgraded(server.local_addr());
+    // One write, so one read on the server: the pause comes first.
+    let mut burst = masked_frame(0x81, b"pause");
+    for _ in 0..3 {
+        burst.extend_from_slice(&masked_frame(0x81, b"calls"));
+    }
+    raw.write_all(&burst).unwrap();
+    let mut head = [0u8; 8];
+    raw.read_exact(&mut head).unwrap();
+    assert_eq!(&head[2..], b"paused");
+    raw.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut more = [0u8; 1];
+    let early = raw.read(&mut more);
+    assert!(
+        early.is_err(),
+        "a frame behind the pause was handled: {early:?}"
+    );
+    raw.set_read_timeout(Some(READ_TIMEOUT)).unwrap();
+    (&writer).write_all(b"resume").unwrap();
+    // Three replies of "1" (the resume was the one readable call).
+    let mut replies = [0u8; 9];
+    raw.read_exact(&mut replies).unwrap();
+    assert_eq!(replies, *b"\x81\x011\x81\x011\x81\x011");
+    stop(server);
+}
