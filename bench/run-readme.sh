@@ -64,6 +64,8 @@ for w in $workloads; do
             run fanout fanout -n 1000 --publishers 1 --size 64 --rate 200 -d 10
             # Five times the rate: a million deliveries a second asked for.
             run fanout-1000 fanout -n 1000 --publishers 1 --size 64 --rate 1000 -d 10 --drain 20
+            # As fast as possible: 5 million asked, what is carried is the figure.
+            run fanout-max fanout -n 1000 --publishers 1 --size 64 --rate 5000 -d 10 --drain 20
             ;;
         connect)
             run connect-10k connect -n 10000 --hold 5
