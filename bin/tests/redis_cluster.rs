@@ -83,13 +83,16 @@ fn two_servers_on_a_cluster_deliver_exactly_once_through_a_master_failover() {
     }
 
     // Sharded topic channels, subscribed from both servers.
-    for c in [&mut alice_a, &mut alice_b] {
-        c.send(json!({"type": "subscribe", "topic": "room"}));
-        c.sync();
+    for (i, c) in [&mut alice_a, &mut alice_b].into_iter().enumerate() {
+        // Acked once the shard's master confirmed the server's SSUBSCRIBE.
+        c.send(json!({"type": "subscribe", "topic": "room", "id": i}));
+        assert_eq!(c.recv(), json!({"type": "ack", "id": i}));
     }
-    eventually("two shard subscribers", WAIT, || {
-        shard_subscribers(&cluster, "topic:room") == Some(2)
-    });
+    assert_eq!(
+        shard_subscribers(&cluster, "topic:room"),
+        Some(2),
+        "both servers' subscriptions are in place once acked"
+    );
     bob.send(json!({"type": "publish", "topic": "room", "data": "t", "id": "p"}));
     assert_eq!(bob.recv(), json!({"type": "ack", "id": "p"}));
     for c in [&mut alice_a, &mut alice_b] {

@@ -399,6 +399,12 @@ fn an_acked_subscribe_gets_every_later_publish_from_any_server() {
         let topic = format!("fresh-{i}");
         reader.send(json!({"type": "subscribe", "topic": topic, "id": i}));
         assert_eq!(reader.recv(), json!({"type": "ack", "id": i}));
+        let numsub = redis.cli(&["PUBSUB", "NUMSUB", &format!("topic:{topic}")]);
+        assert_eq!(
+            numsub.lines().nth(1).map(str::trim),
+            Some("1"),
+            "subscribed once acked"
+        );
         writer.send(json!({"type": "publish", "topic": topic, "data": i}));
         let m = reader.recv();
         assert_eq!(
