@@ -2,7 +2,7 @@
 //! loop turn so that each channel costs one publish per turn, whatever the
 //! number of messages (see [`crate::wire`] for the payload).
 
-use std::collections::HashMap;
+use crate::names::NameMap;
 
 use bytes::Bytes;
 
@@ -31,7 +31,7 @@ struct Open {
 #[derive(Debug)]
 pub struct Batcher {
     origin: Box<str>,
-    open: HashMap<Vec<u8>, Open>,
+    open: NameMap<Vec<u8>, Open>,
     /// The channel name being looked up, reused to spare an allocation per
     /// message.
     scratch: Vec<u8>,
@@ -41,7 +41,7 @@ impl Batcher {
     pub fn new(origin: &str) -> Batcher {
         Batcher {
             origin: origin.into(),
-            open: HashMap::new(),
+            open: NameMap::default(),
             scratch: Vec::with_capacity(64),
         }
     }

@@ -5,7 +5,7 @@
 //! are interned: a user's `Arc<str>` is shared by the map key and every one
 //! of that user's connection states.
 
-use std::collections::HashMap;
+use crate::names::NameMap;
 use std::hash::Hash;
 use std::sync::Arc;
 
@@ -31,20 +31,20 @@ pub enum Change {
 /// One core's users and topics.
 #[derive(Debug)]
 pub struct LocalHub<K> {
-    users: HashMap<Arc<str>, Vec<K>>,
-    topics: HashMap<Arc<str>, Vec<K>>,
+    users: NameMap<Arc<str>, Vec<K>>,
+    topics: NameMap<Arc<str>, Vec<K>>,
     /// The topics of each connection that has any (most have none and are
     /// not in the map, so an idle connection pays nothing for topics).
-    subscriptions: HashMap<K, Vec<Arc<str>>>,
+    subscriptions: NameMap<K, Vec<Arc<str>>>,
     connections: usize,
 }
 
 impl<K> Default for LocalHub<K> {
     fn default() -> Self {
         LocalHub {
-            users: HashMap::new(),
-            topics: HashMap::new(),
-            subscriptions: HashMap::new(),
+            users: NameMap::default(),
+            topics: NameMap::default(),
+            subscriptions: NameMap::default(),
             connections: 0,
         }
     }
@@ -153,7 +153,7 @@ impl<K: Copy + Eq + Hash> LocalHub<K> {
 }
 
 /// Removes `conn` from `name`'s members; true if that emptied it.
-fn remove_member<K: Eq>(map: &mut HashMap<Arc<str>, Vec<K>>, name: &str, conn: K) -> bool {
+fn remove_member<K: Eq>(map: &mut NameMap<Arc<str>, Vec<K>>, name: &str, conn: K) -> bool {
     let Some(members) = map.get_mut(name) else {
         return false;
     };

@@ -18,6 +18,7 @@ pub mod hub;
 pub mod latency;
 pub mod liveness;
 pub mod metrics;
+pub mod names;
 pub mod node;
 pub mod origin;
 pub mod presence;

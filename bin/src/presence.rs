@@ -15,8 +15,9 @@
 //! events for one name is the order they happened in: the Redis broker
 //! relies on it to keep `SADD` and `SREM` of a route in order.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
+use std::hash::BuildHasher;
+
+use crate::names::{NameHasher, NameMap};
 use std::sync::{PoisonError, RwLock};
 
 /// The most cores a process may run (the width of [`CoreSet`]).
@@ -75,20 +76,20 @@ impl CoreSet {
 }
 
 /// One shard of a [`Directory`].
-type Shard = RwLock<HashMap<Box<str>, CoreSet>>;
+type Shard = RwLock<NameMap<Box<str>, CoreSet>>;
 
 /// Names (users or topics) to the cores that hold them.
 #[derive(Debug)]
 pub struct Directory {
     shards: Box<[Shard]>,
-    hasher: RandomState,
+    hasher: NameHasher,
 }
 
 impl Default for Directory {
     fn default() -> Self {
         Directory {
             shards: (0..SHARDS).map(|_| RwLock::default()).collect(),
-            hasher: RandomState::new(),
+            hasher: NameHasher::default(),
         }
     }
 }

@@ -10,7 +10,7 @@
 //! longer holds the user costs one wasted publish, and entries also expire
 //! after a TTL, so a missed invalidation heals by itself.
 
-use std::collections::HashMap;
+use crate::names::NameMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,14 +26,14 @@ struct Entry {
 /// User → servers, with expiry.
 #[derive(Debug)]
 pub struct RouteCache {
-    entries: HashMap<Box<str>, Entry>,
+    entries: NameMap<Box<str>, Entry>,
     ttl: Duration,
 }
 
 impl RouteCache {
     pub fn new(ttl: Duration) -> RouteCache {
         RouteCache {
-            entries: HashMap::new(),
+            entries: NameMap::default(),
             ttl,
         }
     }
