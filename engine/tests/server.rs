@@ -429,21 +429,26 @@ fn example_binary() -> std::path::PathBuf {
     bin
 }
 
-#[test]
-fn sigterm_closes_with_1001_and_exits_zero() {
+/// The example as a child process, killed when dropped so that a failing
+/// test does not leave it running.
+struct Example(std::process::Child);
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the example on an ephemeral 127.0.0.1 port with `cores` cores and
+/// returns it with the address it printed.
+fn spawn_example(cores: usize) -> (Example, std::net::SocketAddr) {
     use std::io::BufRead;
     use std::process::{Command, Stdio};
 
     let mut child = Command::new(example_binary())
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--cores",
-            "2",
-            "--no-pin",
-        ])
+        .args(["--host", "127.0.0.1", "--port", "0", "--no-pin", "--cores"])
+        .arg(cores.to_string())
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the example");
@@ -454,6 +459,18 @@ fn sigterm_closes_with_1001_and_exits_zero() {
         .next()
         .and_then(|a| a.parse().ok())
         .unwrap_or_else(|| panic!("no address in {first:?}"));
+    // The example writes to stderr until it exits (a closed pipe would make
+    // its last `eprintln!` panic), so the rest is read and dropped.
+    std::thread::spawn(move || lines.for_each(drop));
+    (Example(child), addr)
+}
+
+#[test]
+fn sigterm_closes_with_1001_and_exits_zero() {
+    use std::process::Command;
+
+    let (mut example, addr) = spawn_example(2);
+    let child = &mut example.0;
     let mut ws = client(addr);
     send(&mut ws, "before");
     assert_eq!(recv_text(&mut ws), "before");
@@ -476,6 +493,23 @@ fn sigterm_closes_with_1001_and_exits_zero() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(code.success(), "exit status {code}");
+}
+
+/// Autobahn 9.1.3-9.6.6: the example echoes a message as large as it accepts
+/// (16 MiB) to an idle client, where it used to close the client as a slow
+/// consumer (1008) because the echo alone passed the 1 MiB send queue limit.
+#[test]
+fn the_example_echoes_the_largest_message_it_accepts() {
+    let (_example, addr) = spawn_example(1);
+    let mut ws = client(addr);
+    let largest = ringhub_proto::Limits::default().max_message;
+    let big = "*".repeat(largest);
+    send(&mut ws, &big);
+    let echoed = recv_text(&mut ws);
+    assert_eq!(echoed.len(), largest);
+    assert!(echoed == big, "the echo differs from the message");
+    send(&mut ws, "after");
+    assert_eq!(recv_text(&mut ws), "after", "the connection stays open");
 }
 
 /// Relays `"<n>:<text>"` to the n-th connection opened, wherever it lives;
