@@ -5,9 +5,10 @@
 //! happened (bytes arrived, a socket connected or died, time passed) and
 //! says what to do (open or close a socket, write these bytes, wake me at
 //! this instant) and what the user should learn (replies, messages, lost
-//! subscriptions). [`BlockingClient`] drives it over std sockets for tools,
-//! tests and the server's side thread; the engine's io_uring reactor drives
-//! it the same way from its completion loop.
+//! subscriptions). [`BlockingClient`] drives it over std sockets for tools
+//! and tests; the ringhub server drives it the same way on a reactor core,
+//! stepping it at the end of each loop turn with socket readiness from the
+//! core's io_uring ring.
 //!
 //! # What it does
 //!
