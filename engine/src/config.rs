@@ -29,7 +29,10 @@ pub struct Config {
     pub files_per_lane: u32,
     /// Listen backlog.
     pub backlog: i32,
-    /// Bytes queued for one connection before it is closed as a slow consumer.
+    /// Bytes queued for one connection before it is closed as a slow
+    /// consumer. An empty queue always takes one message, so a connection
+    /// holds at most this or one message (plus its header), whichever is
+    /// larger.
     pub send_queue_limit: usize,
     /// The close code a slow consumer gets: 1008 (policy) by default, or
     /// 1013 (try again later) to invite a reconnect.

@@ -62,7 +62,8 @@ impl SendQueue {
         limit: usize,
         spares: &mut Spares,
     ) -> Result<(), Overflow> {
-        if self.queued + chunk.len() > limit {
+        // An empty queue always takes one chunk (see `Io::enqueue_frame`).
+        if self.queued > 0 && self.queued + chunk.len() > limit {
             return Err(Overflow);
         }
         self.push_unbounded(chunk, spares);
@@ -155,6 +156,16 @@ mod tests {
         q.push(Bytes::from_static(b"ef"), 6, sp).unwrap();
         q.push_unbounded(Bytes::from_static(b"close"), sp);
         assert_eq!(q.queued(), 11);
+    }
+
+    #[test]
+    fn an_empty_queue_takes_one_chunk_larger_than_the_limit() {
+        let sp = &mut Spares::default();
+        let mut q = SendQueue::default();
+        q.push(Bytes::from(vec![0u8; 100]), 6, sp).unwrap();
+        assert_eq!(q.push(Bytes::from_static(b"a"), 6, sp), Err(Overflow));
+        q.consume(100, sp);
+        q.push(Bytes::from(vec![0u8; 100]), 6, sp).unwrap();
     }
 
     #[test]

@@ -11,7 +11,6 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use ringhub_engine::{Config, Server, block_termination_signals};
-use ringhub_proto::{FrameHead, Opcode, encode_header};
 
 /// Small, frequent allocations (frames, queue nodes) are the engine's
 /// pattern; mimalloc's per-thread heaps serve them without contention.
@@ -58,14 +57,6 @@ fn main() -> ExitCode {
             _ => return usage(),
         }
     }
-    // An echo server must be able to queue the echo of the largest message it
-    // accepts: under the default 1 MiB queue limit, a lone 1 MiB echo to an
-    // idle client closed it as a slow consumer (Autobahn 9.1.3-9.6.6). A slow
-    // consumer may hold that much here (16 MiB) before it is closed.
-    let largest_reply = encode_header(FrameHead::new(Opcode::Binary), config.limits.max_message)
-        .len()
-        + config.limits.max_message;
-    config.send_queue_limit = config.send_queue_limit.max(largest_reply);
     config.addr = match format!("{host}:{port}").parse::<SocketAddr>() {
         Ok(a) => a,
         Err(e) => {
