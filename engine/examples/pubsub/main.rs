@@ -25,7 +25,14 @@ fn usage() -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    let mut config = Config::default();
+    let mut config = Config {
+        // As the Bun peer (`backpressureLimit`): room for a burst of
+        // fan-out to queue rather than close subscribers while the server
+        // itself is the bottleneck. Frames for many connections are shared,
+        // so this counts each subscriber's view, not memory held 1,000 times.
+        send_queue_limit: 16 << 20,
+        ..Config::default()
+    };
     let mut host = "0.0.0.0".to_string();
     let mut port = 9000u16;
     let mut args = std::env::args().skip(1);
