@@ -1,6 +1,7 @@
-//! Messages for other servers, gathered per Redis channel during one relay
-//! loop turn so that each channel costs one publish per turn, whatever the
-//! number of messages (see [`crate::wire`] for the payload).
+//! Messages for other servers, gathered per Redis channel so that each
+//! channel costs one publish per loop turn at most, and none while its last
+//! publish is unanswered, whatever the number of messages (see
+//! [`crate::wire`] for the payload).
 
 use crate::names::NameMap;
 
@@ -87,6 +88,17 @@ impl Batcher {
             .drain()
             .map(|(channel, open)| ready(channel, open))
     }
+
+    /// The open batches of the channels `may_send` allows; the others stay
+    /// open (and keep filling).
+    pub fn drain_where<'a>(
+        &'a mut self,
+        mut may_send: impl FnMut(&[u8]) -> bool + 'a,
+    ) -> impl Iterator<Item = Ready> + 'a {
+        self.open
+            .extract_if(move |channel, _| may_send(channel))
+            .map(|(channel, open)| ready(channel, open))
+    }
 }
 
 fn ready(channel: Vec<u8>, open: Open) -> Ready {
@@ -101,6 +113,30 @@ fn ready(channel: Vec<u8>, open: Open) -> Ready {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_channel_keeps_filling_while_others_go() {
+        let mut b = Batcher::new("a");
+        for (server, frame) in [("b", "1"), ("c", "2"), ("b", "3")] {
+            let full = b.push(
+                "server:",
+                server,
+                wire::Audience::User("u"),
+                frame.as_bytes(),
+                None,
+            );
+            assert!(full.is_none());
+        }
+        let sent: Vec<Ready> = b.drain_where(|c| c != b"server:b").collect();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(&sent[0].channel[..], b"server:c");
+        assert!(!b.is_empty(), "server:b waits");
+        b.push("server:", "b", wire::Audience::User("u"), b"4", None);
+        let held: Vec<Ready> = b.drain_where(|_| true).collect();
+        assert_eq!(held.len(), 1);
+        assert_eq!(held[0].records, 3, "one publish for all three");
+        assert!(b.is_empty());
+    }
 
     #[test]
     fn one_batch_per_channel_in_order() {

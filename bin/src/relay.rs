@@ -260,8 +260,13 @@ pub struct Relay {
     lookups: HashMap<Box<str>, Vec<Forward>>,
     pending: HashMap<RequestId, Pending>,
     groups: Slab<Group>,
-    /// This loop turn's messages, per channel.
+    /// Messages not published yet, per channel.
     batcher: Batcher,
+    /// Publishes awaiting their reply, per channel: a channel's next batch
+    /// waits for the reply to its last one (it fills meanwhile), so under
+    /// load batches grow with Redis's round trip instead of going out
+    /// every loop turn, and an idle channel still publishes at once.
+    channel_flights: crate::names::NameMap<Bytes, u32>,
     /// Batches waiting to be published again, with when.
     retries: Vec<(Instant, Box<InFlight>)>,
     /// Payload bytes in `retries`.
@@ -363,6 +368,7 @@ impl Relay {
             pending: HashMap::new(),
             groups: Slab::new(),
             batcher,
+            channel_flights: Default::default(),
             retries: Vec::new(),
             retry_bytes: 0,
             unanswered_bytes: 0,
@@ -706,7 +712,11 @@ impl Relay {
             return;
         }
         let now = Instant::now();
-        let ready: Vec<Ready> = self.batcher.drain().collect();
+        let flights = &self.channel_flights;
+        let ready: Vec<Ready> = self
+            .batcher
+            .drain_where(|channel| !flights.contains_key(channel))
+            .collect();
         for ready in ready {
             self.send_batch(Box::new(InFlight {
                 ready,
@@ -729,6 +739,10 @@ impl Relay {
 
     fn send_batch(&mut self, flight: Box<InFlight>) {
         self.unanswered_bytes += flight.ready.payload.len();
+        *self
+            .channel_flights
+            .entry(flight.ready.channel.clone())
+            .or_default() += 1;
         let publish = cmd(self.publish)
             .arg(&flight.ready.channel[..])
             .arg(&flight.ready.payload[..]);
@@ -922,6 +936,12 @@ impl Relay {
 
     fn on_batch_reply(&mut self, flight: Box<InFlight>, result: Result<Value, redis_lite::Error>) {
         self.unanswered_bytes -= flight.ready.payload.len();
+        if let Some(n) = self.channel_flights.get_mut(&flight.ready.channel) {
+            *n -= 1;
+            if *n == 0 {
+                self.channel_flights.remove(&flight.ready.channel);
+            }
+        }
         match result {
             // Nobody listens on a server's channel: it is gone, or
             // resubscribing after a failover. Stop routing its users there
