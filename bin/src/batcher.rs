@@ -114,24 +114,22 @@ fn ready(channel: Vec<u8>, open: Open) -> Ready {
 mod tests {
     use super::*;
 
+    /// A message for user `u` on `server:<server>`.
+    fn to_user(b: &mut Batcher, server: &str, frame: &[u8], group: Option<usize>) -> Option<Ready> {
+        b.push("server:", server, wire::Audience::User("u"), frame, group)
+    }
+
     #[test]
     fn a_held_channel_keeps_filling_while_others_go() {
         let mut b = Batcher::new("a");
         for (server, frame) in [("b", "1"), ("c", "2"), ("b", "3")] {
-            let full = b.push(
-                "server:",
-                server,
-                wire::Audience::User("u"),
-                frame.as_bytes(),
-                None,
-            );
-            assert!(full.is_none());
+            assert!(to_user(&mut b, server, frame.as_bytes(), None).is_none());
         }
         let sent: Vec<Ready> = b.drain_where(|c| c != b"server:b").collect();
         assert_eq!(sent.len(), 1);
         assert_eq!(&sent[0].channel[..], b"server:c");
         assert!(!b.is_empty(), "server:b waits");
-        b.push("server:", "b", wire::Audience::User("u"), b"4", None);
+        to_user(&mut b, "b", b"4", None);
         let held: Vec<Ready> = b.drain_where(|_| true).collect();
         assert_eq!(held.len(), 1);
         assert_eq!(held[0].records, 3, "one publish for all three");
@@ -144,14 +142,7 @@ mod tests {
         for (i, server) in ["b", "c", "b", "b"].iter().enumerate() {
             let frame = i.to_string();
             let group = (i % 2 == 0).then_some(i);
-            let full = b.push(
-                "server:",
-                server,
-                wire::Audience::User("u"),
-                frame.as_bytes(),
-                group,
-            );
-            assert!(full.is_none());
+            assert!(to_user(&mut b, server, frame.as_bytes(), group).is_none());
         }
         let mut ready: Vec<Ready> = b.drain().collect();
         assert!(b.is_empty());
