@@ -46,6 +46,9 @@ pub mod flag {
     /// The application paused reading (backpressure): no receive is armed
     /// until it resumes.
     pub const PAUSED: u16 = 1 << 9;
+    /// The close of the descriptor is submitted: its table slot is freed
+    /// when that completes.
+    pub const FD_CLOSING: u16 = 1 << 10;
 }
 
 /// The memory behind one in-flight `sendmsg`: the header and its iovecs

@@ -522,12 +522,18 @@ impl<H: Handler> Io<H> {
         self.resume_reading(id);
     }
 
-    /// Cancels the connection's operations and closes its descriptor; the
-    /// slot is freed once every in-flight completion has arrived.
+    /// Cancels the connection's operations, then closes its descriptor once
+    /// none is in flight; the slot is freed when the close completes.
+    ///
+    /// The close must come last: it frees the fixed-file slot at once, and
+    /// the next accept may take it, while an operation still in flight (one
+    /// the kernel punted to a worker resolves its fixed file only when it
+    /// runs) would then act on the new connection's socket: a late
+    /// `shutdown` half-closed a client just upgraded, a late send would
+    /// write to the wrong peer.
     pub(crate) fn teardown(&mut self, index: u32) {
         self.seal();
         let cancel = self.token(ConnOp::Cancel, index);
-        let close = self.token(ConnOp::Close, index);
         let id = self.id(index);
         let Some(c) = self.conns.get_mut(index as usize) else {
             return;
@@ -537,21 +543,33 @@ impl<H: Handler> Io<H> {
         }
         let was_open = c.phase == Phase::Open;
         c.phase = Phase::Gone;
-        let (fd, lane) = (c.fd, c.lane);
-        let busy = c.has(flag::RECV_ARMED) || c.has(flag::SENDING);
-        c.inflight += 1 + u8::from(busy);
-        if busy {
-            self.push(
-                lane,
-                opcode::AsyncCancel2::new(CancelBuilder::fd(Fixed(fd)).all())
-                    .build()
-                    .user_data(cancel),
-            );
-        }
-        self.push(lane, opcode::Close::new(Fixed(fd)).build().user_data(close));
         if was_open {
             self.closed.push((id, CloseReason::Vanished));
         }
+        if c.inflight == 0 {
+            self.close_fd(index);
+            return;
+        }
+        let (fd, lane) = (c.fd, c.lane);
+        c.inflight += 1;
+        self.push(
+            lane,
+            opcode::AsyncCancel2::new(CancelBuilder::fd(Fixed(fd)).all())
+                .build()
+                .user_data(cancel),
+        );
+    }
+
+    /// Submits the close of a torn-down connection's descriptor.
+    fn close_fd(&mut self, index: u32) {
+        let close = self.token(ConnOp::Close, index);
+        let Some(c) = self.conns.get_mut(index as usize) else {
+            return;
+        };
+        c.set(flag::FD_CLOSING);
+        c.inflight += 1;
+        let (fd, lane) = (c.fd, c.lane);
+        self.push(lane, opcode::Close::new(Fixed(fd)).build().user_data(close));
     }
 
     /// The last byte is out: half-close, then read and drop until the peer's
@@ -586,11 +604,17 @@ impl<H: Handler> Io<H> {
         self.arm_timer(index, now + close_timeout);
     }
 
-    /// Frees the slot of `index` if nothing of it is in flight any more.
-    /// Returns the lane whose file table it left.
+    /// Once nothing of a torn-down `index` is in flight: closes its
+    /// descriptor, or, that done, frees its slot. Returns the lane whose
+    /// file table it left.
     pub(crate) fn reap(&mut self, index: u32) -> Option<u8> {
         match self.conns.get(index as usize) {
-            Some(c) if c.phase == Phase::Gone && c.inflight == 0 => {}
+            Some(c) if c.phase == Phase::Gone && c.inflight == 0 => {
+                if !c.has(flag::FD_CLOSING) {
+                    self.close_fd(index);
+                    return None;
+                }
+            }
             _ => return None,
         }
         let mut c = self.conns.remove(index as usize);

@@ -816,3 +816,31 @@ fn replies_to_one_read_keep_their_order_and_share_a_send() {
     );
     stop(server);
 }
+
+/// A refused request's connection is half-closed, read until the peer's FIN,
+/// then closed: its fixed-file slot is free for the next accept only once
+/// nothing of it is in flight. Closing first let a late operation of the
+/// old connection (a `shutdown`, resolved by a kernel worker when it ran)
+/// hit the socket of the client that took the slot: about one in a hundred
+/// upgrades right after a refusal saw its connection end.
+#[test]
+fn a_refused_connection_never_touches_the_one_that_takes_its_slot() {
+    let server = start(2, |_| {});
+    let addr = server.local_addr();
+    for i in 0..1000 {
+        let mut refused = raw(addr);
+        refused
+            .write_all(b"GET /plain HTTP/1.1\r\nHost: x\r\n\r\n")
+            .unwrap();
+        // Gone as soon as the answer is read, as an HTTP client does: its
+        // FIN races the server's half-close.
+        let head = read_http_head(&mut refused);
+        assert!(head.starts_with("HTTP/1.1 426"), "{head}");
+        drop(refused);
+        let mut ws = client(addr);
+        let text = format!("hello {i}");
+        send(&mut ws, &text);
+        assert_eq!(recv_text(&mut ws), text, "connection {i} lived");
+    }
+    stop(server);
+}
