@@ -409,8 +409,7 @@ impl<H: Handler> Core<H> {
             CoreStats::set(&self.io.stats.open, self.io.conns.len() as u64);
             let deadline = self.io.now + self.config().ticks(self.config().handshake_timeout);
             self.io.arm_timer(index, deadline);
-            let bgid = self.lanes[lane].bgid();
-            self.io.arm_recv(index, bgid);
+            self.io.arm_recv(index);
         } else if res == -libc::EINVAL || res == -libc::EBADF {
             // The listener itself is unusable (or closed for shutdown):
             // re-arming would spin.
@@ -455,8 +454,7 @@ impl<H: Handler> Core<H> {
             .get(index as usize)
             .is_some_and(|c| c.phase != Phase::Gone && !c.has(flag::RECV_ARMED));
         if live {
-            let bgid = self.lanes[lane].bgid();
-            self.io.arm_recv(index, bgid);
+            self.io.arm_recv(index);
         }
     }
 

@@ -370,9 +370,9 @@ impl<H: Handler> Ctx<'_, H> {
     /// Stops reading from `conn` (on this core) until
     /// [`Ctx::resume_reading`]: its socket buffer fills and TCP slows the
     /// peer down. Backpressure for a sender whose messages cannot be taken
-    /// on now; what was already received is still delivered. A paused
-    /// connection is not timed out as idle; closing it resumes reading,
-    /// for the close handshake.
+    /// on now: frames already received but not yet handled wait too, and
+    /// reach the handler once it resumes. A paused connection is not timed
+    /// out as idle; closing it resumes reading, for the close handshake.
     pub fn pause_reading(&mut self, conn: ConnId) {
         self.io.pause_reading(conn);
     }

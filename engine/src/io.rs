@@ -105,8 +105,7 @@ pub struct Io<H: Handler> {
     /// queue; sealed into the queue before anything else touches a queue.
     open: Option<u32>,
     open_buf: BytesMut,
-    /// Each lane's buffer group, for re-arming a receive outside a
-    /// completion.
+    /// Each lane's buffer group, by lane.
     pub(crate) bgids: Vec<u16>,
     /// Connections resumed this turn, whose held bytes are handled at the
     /// turn's end.
@@ -192,7 +191,6 @@ impl<H: Handler> Io<H> {
         self.push(0, sqe);
     }
 
-    /// Queues a submission for lane `lane`.
     /// Arms the multishot readiness poll of the handler's watch `key`.
     pub(crate) fn arm_watch(&mut self, key: u16, fd: std::os::fd::RawFd) {
         let sqe = opcode::PollAdd::new(io_uring::types::Fd(fd), libc::POLLIN as u32)
@@ -202,6 +200,7 @@ impl<H: Handler> Io<H> {
         self.push(0, sqe);
     }
 
+    /// Queues a submission for lane `lane`.
     pub(crate) fn push(&mut self, lane: u8, sqe: squeue::Entry) {
         self.sqes[usize::from(lane)].push(sqe);
     }
@@ -239,8 +238,8 @@ impl<H: Handler> Io<H> {
         }
     }
 
-    /// Arms the multishot receive of `index`.
-    pub(crate) fn arm_recv(&mut self, index: u32, bgid: u16) {
+    /// Arms the multishot receive of `index`, from its lane's buffer pool.
+    pub(crate) fn arm_recv(&mut self, index: u32) {
         let token = self.token(ConnOp::Recv, index);
         let Some(c) = self.conns.get_mut(index as usize) else {
             return;
@@ -250,6 +249,7 @@ impl<H: Handler> Io<H> {
         }
         c.set(flag::RECV_ARMED);
         c.inflight += 1;
+        let bgid = self.bgids[usize::from(c.lane)];
         let sqe = opcode::RecvMulti::new(Fixed(c.fd), bgid)
             .build()
             .user_data(token);
@@ -288,13 +288,10 @@ impl<H: Handler> Io<H> {
             return;
         }
         c.clear(flag::PAUSED);
-        let held = !c.leftover.is_empty();
-        let lane = usize::from(c.lane);
-        if held {
+        if !c.leftover.is_empty() {
             self.resumed.push(id.index);
         }
-        let bgid = self.bgids.get(lane).copied().unwrap_or(0);
-        self.arm_recv(id.index, bgid);
+        self.arm_recv(id.index);
     }
 
     pub(crate) fn mark_dirty(&mut self, index: u32) {
@@ -361,10 +358,7 @@ impl<H: Handler> Io<H> {
         } else {
             0
         };
-        // An empty queue always takes one message, however large: its
-        // reader is not slow, the message is big (Autobahn 9.x echoes 16 MiB).
-        let backlog = c.sendq.queued() + open;
-        if backlog > 0 && backlog + len > limit {
+        if crate::sendq::overflows(c.sendq.queued() + open, len, limit) {
             self.seal();
             return Err(self.overflow(index));
         }

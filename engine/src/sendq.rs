@@ -44,6 +44,13 @@ pub struct SendQueue {
     queued: usize,
 }
 
+/// Whether `len` more bytes on top of `queued` pass `limit`. An empty
+/// queue always takes one message, however large: its reader is not slow,
+/// the message is big (Autobahn 9.x echoes 16 MiB).
+pub fn overflows(queued: usize, len: usize, limit: usize) -> bool {
+    queued > 0 && queued + len > limit
+}
+
 impl SendQueue {
     /// Bytes waiting to be sent (including those in flight).
     pub fn queued(&self) -> usize {
@@ -62,8 +69,7 @@ impl SendQueue {
         limit: usize,
         spares: &mut Spares,
     ) -> Result<(), Overflow> {
-        // An empty queue always takes one chunk (see `Io::enqueue_frame`).
-        if self.queued > 0 && self.queued + chunk.len() > limit {
+        if overflows(self.queued, chunk.len(), limit) {
             return Err(Overflow);
         }
         self.push_unbounded(chunk, spares);
