@@ -95,7 +95,6 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     }
     // The relay runs on core 0's thread: one wake less per message each
     // way than a relay thread of its own.
-    let redis = relay.is_some();
     if let Some(setup) = relay {
         let relay = Relay::new(node.clone(), cores as u16, setup)?;
         node.relay.park(Box::new(relay), poster.clone());
@@ -117,9 +116,7 @@ fn run(config: &Config) -> Result<(), Box<dyn std::error::Error>> {
     // Every connection got its 1001 and left the hub, so the relay has
     // queued their route removals; now the server's own entries go.
     node.broker.shutdown();
-    if redis {
-        node.relay.finish();
-    }
+    node.relay.finish();
     info!(totals = ?node.totals(), "stopped");
     Ok(())
 }

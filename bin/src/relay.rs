@@ -11,9 +11,10 @@
 //! the core's loop turns and [`Relay::next_wake`] sets the core's alarm.
 //! A message from a connection on core 0 to a server costs no thread wake
 //! on the way out and one on the way in, as in a single-threaded server;
-//! other cores reach it through a queue and the epoll set's waker. Before
-//! the cores start and after they stop (the last route removals at
-//! shutdown) [`Relay::run`] drives it on a thread of its own.
+//! other cores reach it through a queue and the epoll set's waker. From
+//! the start of a shutdown (the cores' last route removals, then this
+//! server's own entries) [`Relay::run`] drives it on a thread of its own;
+//! see [`RelayHost`].
 //!
 //! Batching: everything bound for one channel (`server:<id>`,
 //! `topic:<name>`, `broadcast`) in one loop turn leaves as one publish of a
@@ -74,8 +75,10 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// taking forwards from the cores. A few milliseconds of Redis's work: enough
 /// for full throughput over a loopback or in-VPC round trip, small enough
 /// that a heartbeat or a lookup queued behind it is never late. Past it the
-/// cores' forward queue fills and senders are told `remote_unavailable` at
-/// once, instead of Redis falling seconds behind until its replies time out.
+/// cores' forward queue grows, senders are paused (see
+/// [`crate::broker::PAUSE_SENDERS_AT`]) and, past its bound, told
+/// `remote_unavailable`, instead of Redis falling seconds behind until its
+/// replies time out.
 const MAX_UNANSWERED_BYTES: usize = 4 << 20;
 
 /// Route writes sent per step at most: a reconnect re-registers every user
@@ -137,7 +140,7 @@ impl RelayHost {
 
     /// After the cores stopped and the broker was told to shut down:
     /// waits for the relay to leave Redis (driving it here if no core ever
-    /// took it).
+    /// took it). Nothing to do without Redis (no relay was parked).
     pub fn finish(&self) {
         if let Some(relay) = lock(&self.parked).take()
             && let Some(poster) = self.poster.get()
@@ -248,7 +251,7 @@ pub struct Relay {
     resolving: HashSet<redis_lite::ConnId>,
     resolved_tx: std::sync::mpsc::Sender<Resolved>,
     resolved_rx: std::sync::mpsc::Receiver<Resolved>,
-    /// [`Relay::next_wake`] as of the last step.
+    /// When the last step said the next must run (see [`Relay::next_wake`]).
     due_at: Option<Instant>,
     inbox: RelayInbox,
     sockets: Slab<Socket>,
@@ -413,7 +416,7 @@ impl Relay {
     pub fn step(&mut self) -> bool {
         let go_on = self.step_once();
         self.io_seen = false;
-        self.due_at = self.next_wake();
+        self.due_at = self.deadline();
         go_on
     }
 
@@ -438,8 +441,14 @@ impl Relay {
         true
     }
 
-    /// When [`Relay::step`] must run next if no socket becomes ready.
+    /// When [`Relay::step`] must run next if no socket becomes ready, as
+    /// of the last step.
     pub fn next_wake(&self) -> Option<Instant> {
+        self.due_at
+    }
+
+    /// The earliest of the relay's own deadlines.
+    fn deadline(&self) -> Option<Instant> {
         [
             Some(self.next_beat),
             (!self.route_writes.is_empty()).then(Instant::now),
@@ -599,9 +608,7 @@ impl Relay {
             Control::TopicUnwanted(topic) => {
                 let channel = Bytes::from(key("topic:", &topic));
                 // Whoever waited for it has left it: nothing to confirm.
-                for reply in self.topic_waiters.remove(&channel).unwrap_or_default() {
-                    self.answer(reply, true);
-                }
+                self.answer_topic_waiters(&channel, true);
                 self.client.unsubscribe(self.sub_kind, [channel], now);
             }
             Control::ConfirmTopic(topic, reply) => {
@@ -793,6 +800,13 @@ impl Relay {
     fn answer(&mut self, reply: ReplyTo, ok: bool) {
         if let Some(outcomes) = self.outcomes.get_mut(usize::from(reply.conn.core)) {
             outcomes.push((reply, ok));
+        }
+    }
+
+    /// Answers everyone waiting for the subscription to `channel`.
+    fn answer_topic_waiters(&mut self, channel: &[u8], ok: bool) {
+        for reply in self.topic_waiters.remove(channel).unwrap_or_default() {
+            self.answer(reply, ok);
         }
     }
 
@@ -1106,15 +1120,9 @@ impl Relay {
                     "subscribing to {} failed: {error}",
                     String::from_utf8_lossy(&channel)
                 );
-                for reply in self.topic_waiters.remove(&channel).unwrap_or_default() {
-                    self.answer(reply, false);
-                }
+                self.answer_topic_waiters(&channel, false);
             }
-            Event::Subscribed { channel, .. } => {
-                for reply in self.topic_waiters.remove(&channel).unwrap_or_default() {
-                    self.answer(reply, true);
-                }
-            }
+            Event::Subscribed { channel, .. } => self.answer_topic_waiters(&channel, true),
             Event::Push { .. } => {}
         }
     }
