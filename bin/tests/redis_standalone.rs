@@ -393,6 +393,10 @@ fn an_acked_subscribe_gets_every_later_publish_from_any_server() {
     let b = server(&redis, "b");
     let mut reader = user(&b, "reader");
     let mut writer = user(&a, "writer");
+    // Both relays are connected (a subscribe before that is answered
+    // `remote_unavailable`, as a busy machine showed).
+    wait_route(&redis, "reader", &["b"]);
+    wait_route(&redis, "writer", &["a"]);
     // Fresh topics, so each ack waits for Redis to confirm b's subscription;
     // the publish leaves a right after it.
     for i in 0..20 {
